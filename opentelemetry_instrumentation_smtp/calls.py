@@ -1,0 +1,397 @@
+"""The shared core of the wrappers: what happens around each intercepted client call.
+
+A handler inspects a call and returns a :class:`Call` (the arguments to pass on and what
+to do with the outcome) or ``None`` to let the call through untouched. The sync and
+async adapters only run the wrapped method between ``with call:`` and ``call.finish()``,
+so smtplib and aiosmtplib share every line of tracing logic.
+
+Exactly one transaction exists per message: the outermost entry point (``send_message``,
+``sendmail``, or ``mail`` for a hand-driven transaction) starts it, and inner calls that
+the library makes (``send_message`` calls ``sendmail``, which calls ``mail``, ``rcpt`` and
+``data``; a subclass may call ``super()``) only report to it.
+"""
+
+from __future__ import annotations
+
+import contextvars
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from opentelemetry import context as otel_context
+from opentelemetry.context import Context
+from opentelemetry.instrumentation.utils import is_instrumentation_enabled
+
+from opentelemetry_instrumentation_smtp._diagnostics import guarded, is_reporting, report
+from opentelemetry_instrumentation_smtp.settings import Settings
+from opentelemetry_instrumentation_smtp.transaction import Dialect, Transaction, link_to_traceparent
+
+_ACTIVE: contextvars.ContextVar[Transaction | None] = contextvars.ContextVar(
+    "opentelemetry_smtp_transaction", default=None
+)
+# A hand-driven transaction spans several top-level calls, so it is kept on the client.
+_OPEN_ATTRIBUTE = "_opentelemetry_smtp_open_transaction"
+
+_MISSING = object()
+
+
+@dataclass(frozen=True)
+class Arg:
+    """Where a wrapped method takes one argument: its position (without self) and name."""
+
+    position: int
+    name: str
+
+    def get(self, args: tuple[Any, ...], kwargs: dict[str, Any], default: Any = None) -> Any:
+        if len(args) > self.position:
+            return args[self.position]
+        return kwargs.get(self.name, default)
+
+    def replace(
+        self, args: tuple[Any, ...], kwargs: dict[str, Any], value: Any
+    ) -> tuple[tuple[Any, ...], dict[str, Any]]:
+        """Return the arguments with this one replaced, passed in the form the caller used."""
+        if len(args) > self.position:
+            new_args = list(args)
+            new_args[self.position] = value
+            return tuple(new_args), kwargs
+        if self.name in kwargs:
+            return args, {**kwargs, self.name: value}
+        # The caller relied on the default, so the value is not replaced.
+        return args, kwargs
+
+
+class Call:
+    """One intercepted call: the arguments to use and the reactions to its outcome."""
+
+    __slots__ = (
+        "_context",
+        "_context_token",
+        "_on_error",
+        "_on_success",
+        "_token",
+        "_transaction",
+        "args",
+        "kwargs",
+    )
+
+    def __init__(
+        self,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        *,
+        transaction: Transaction | None = None,
+        on_success: Callable[[Any], None] | None = None,
+        on_error: Callable[[BaseException], None] | None = None,
+        context: Context | None = None,
+    ) -> None:
+        self.args = args
+        self.kwargs = kwargs
+        self._transaction = transaction
+        self._on_success = on_success
+        self._on_error = on_error
+        self._token: contextvars.Token[Transaction | None] | None = None
+        # The span's context is made current while the wrapped method runs, so that
+        # spans and logs it causes belong to it.
+        self._context = context
+        self._context_token: object = None
+
+    def __enter__(self) -> Call:
+        if self._transaction is not None:
+            self._token = _ACTIVE.set(self._transaction)
+        if self._context is not None:
+            self._context_token = otel_context.attach(self._context)
+        return self
+
+    def __exit__(self, exc_type: object, exception: BaseException | None, tb: object) -> None:
+        if self._context is not None:
+            otel_context.detach(self._context_token)  # type: ignore[arg-type]
+            self._context_token = None
+        if self._token is not None:
+            _ACTIVE.reset(self._token)
+            self._token = None
+        if exception is not None and self._on_error is not None:
+            guarded("recording a failed call", self._on_error, exception)
+
+    def finish(self, result: Any) -> Any:
+        if self._on_success is not None:
+            guarded("recording a reply", self._on_success, result)
+        return result
+
+
+def _tracing_enabled() -> bool:
+    return is_instrumentation_enabled() and not is_reporting()
+
+
+def active_transaction(client: Any) -> Transaction | None:
+    """Return the transaction of a send in progress on ``client`` in this context."""
+    transaction = _ACTIVE.get()
+    if transaction is not None and transaction.client is client and not transaction.ended:
+        return transaction
+    return None
+
+
+def _open_transaction(client: Any) -> Transaction | None:
+    transaction = getattr(client, _OPEN_ATTRIBUTE, None)
+    if isinstance(transaction, Transaction) and not transaction.ended:
+        return transaction
+    return None
+
+
+def _current(client: Any) -> Transaction | None:
+    return active_transaction(client) or _open_transaction(client)
+
+
+def _close_open(client: Any) -> None:
+    transaction = _open_transaction(client)
+    if transaction is not None:
+        transaction.abort()
+    if getattr(client, _OPEN_ATTRIBUTE, None) is not None:
+        setattr(client, _OPEN_ATTRIBUTE, None)
+
+
+class Handlers:
+    """The handlers of one client library, built from its dialect and argument layout."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        dialect: Dialect,
+        *,
+        sendmail: tuple[Arg, Arg, Arg],
+        send_message: tuple[Arg, Arg, Arg],
+        mail: tuple[Arg, Arg],
+        rcpt: Arg,
+        data: Arg,
+    ) -> None:
+        self.settings = settings
+        self.dialect = dialect
+        self._sendmail = sendmail
+        self._send_message = send_message
+        self._mail = mail
+        self._rcpt = rcpt
+        self._data = data
+
+    def _begin(self, client: Any, owner: str, traceparent: str | None) -> Transaction | None:
+        links = guarded("reading the message's traceparent", link_to_traceparent, traceparent)
+        return guarded(
+            "starting the send span",
+            Transaction,
+            self.settings,
+            self.dialect,
+            client,
+            owner,
+            links or [],
+        )
+
+    # -- entry points -------------------------------------------------------------
+
+    def sendmail(self, client: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Call | None:
+        if not _tracing_enabled():
+            return None
+        sender_arg, recipients_arg, message_arg = self._sendmail
+        message = message_arg.get(args, kwargs)
+        transaction = active_transaction(client)
+        if transaction is not None:
+            if transaction.payload_prepared:
+                return None
+            # send_message started the transaction and flattened the message; this is
+            # the first point where its bytes are known.
+            return self._with_payload(transaction, message_arg, args, kwargs, message)
+
+        _close_open(client)
+        summary_traceparent = guarded("inspecting the message", _traceparent_of, message)
+        transaction = self._begin(client, "sendmail", summary_traceparent)
+        if transaction is None:
+            return None
+        sender = sender_arg.get(args, kwargs)
+        recipients = recipients_arg.get(args, kwargs)
+        guarded("recording the envelope", transaction.set_envelope, sender, recipients)
+        transaction.run_request_hook(sender, recipients, message)
+        call = self._with_payload(transaction, message_arg, args, kwargs, message)
+        return self._owning_call(transaction, call.args, call.kwargs)
+
+    def send_message(
+        self, client: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> Call | None:
+        if not _tracing_enabled() or active_transaction(client) is not None:
+            return None
+        message_arg, sender_arg, recipients_arg = self._send_message
+        message = message_arg.get(args, kwargs)
+        _close_open(client)
+        traceparent = guarded("inspecting the message", _traceparent_of_message, message)
+        transaction = self._begin(client, "send_message", traceparent)
+        if transaction is None:
+            return None
+        sender = sender_arg.get(args, kwargs)
+        recipients = recipients_arg.get(args, kwargs)
+        guarded("recording the envelope", transaction.set_envelope, sender, recipients)
+        transaction.run_request_hook(sender, recipients, message)
+        return self._owning_call(transaction, args, kwargs)
+
+    def mail(self, client: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Call | None:
+        transaction = active_transaction(client)
+        if transaction is not None:
+            return Call(
+                args,
+                kwargs,
+                on_success=lambda result: transaction.on_mail_reply(
+                    self.dialect.reply_from_result(result)
+                ),
+                on_error=lambda exc: transaction.on_mail_reply(
+                    self.dialect.reply_from_exception(exc)
+                ),
+            )
+        if not _tracing_enabled():
+            return None
+        return self._begin_hand_driven(client, args, kwargs)
+
+    def rcpt(self, client: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Call | None:
+        transaction = _current(client)
+        if transaction is None:
+            return None
+        recipient = self._rcpt.get(args, kwargs)
+        return Call(
+            args,
+            kwargs,
+            on_success=lambda result: transaction.on_rcpt_reply(
+                recipient, self.dialect.reply_from_result(result)
+            ),
+            on_error=lambda exc: transaction.on_rcpt_reply(
+                recipient, self.dialect.reply_from_exception(exc)
+            ),
+        )
+
+    def data(self, client: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Call | None:
+        transaction = _current(client)
+        if transaction is None:
+            return None
+        payload = self._data.get(args, kwargs)
+        if not transaction.payload_prepared:
+            call = self._with_payload(transaction, self._data, args, kwargs, payload)
+            args, kwargs = call.args, call.kwargs
+            payload = self._data.get(args, kwargs)
+        hand_driven = transaction.owner == "mail"
+
+        def succeeded(result: Any) -> None:
+            transaction.on_data_reply(self.dialect.reply_from_result(result), payload)
+            if hand_driven:
+                _forget_open(client, transaction)
+                transaction.end(result)
+
+        def failed(exception: BaseException) -> None:
+            transaction.on_data_reply(self.dialect.reply_from_exception(exception), payload)
+            if hand_driven:
+                _forget_open(client, transaction)
+                transaction.end(exception=exception)
+
+        return Call(args, kwargs, on_success=succeeded, on_error=failed)
+
+    def reset(self, client: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Call | None:
+        """Handle RSET, QUIT and close, which end a hand-driven transaction still open."""
+        if active_transaction(client) is None:
+            guarded("ending an open transaction", _close_open, client)
+        return None
+
+    # -- helpers ------------------------------------------------------------------
+
+    def _with_payload(
+        self,
+        transaction: Transaction,
+        message_arg: Arg,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        message: Any,
+    ) -> Call:
+        prepared = guarded("inserting the trace context", transaction.prepare_payload, message)
+        if prepared is not None and prepared is not message:
+            args, kwargs = message_arg.replace(args, kwargs, prepared)
+        return Call(args, kwargs)
+
+    def _owning_call(
+        self, transaction: Transaction, args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> Call:
+        return Call(
+            args,
+            kwargs,
+            transaction=transaction,
+            on_success=lambda result: transaction.end(result),
+            on_error=lambda exc: transaction.end(exception=exc),
+            context=transaction.context,
+        )
+
+    def _begin_hand_driven(
+        self, client: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> Call | None:
+        _close_open(client)
+        transaction = self._begin(client, "mail", None)
+        if transaction is None:
+            return None
+        sender_arg, options_arg = self._mail
+        sender = sender_arg.get(args, kwargs)
+        guarded("recording the envelope", transaction.set_envelope, sender, None)
+        transaction.run_request_hook(sender, None, None)
+        try:
+            setattr(client, _OPEN_ATTRIBUTE, transaction)
+        except AttributeError:
+            report("keeping the transaction on the client")
+            transaction.abort("smtp.client_not_traceable")
+            return None
+        options = options_arg.get(args, kwargs)
+        grown = guarded("adjusting SIZE=", _grow_size_option, options, transaction)
+        if grown is not None:
+            args, kwargs = options_arg.replace(args, kwargs, grown)
+
+        def succeeded(result: Any) -> None:
+            reply = self.dialect.reply_from_result(result)
+            transaction.on_mail_reply(reply)
+            if reply is not None and not reply.is_positive_completion:
+                _forget_open(client, transaction)
+                transaction.end(result)
+
+        def failed(exception: BaseException) -> None:
+            _forget_open(client, transaction)
+            transaction.end(exception=exception)
+
+        return Call(args, kwargs, on_success=succeeded, on_error=failed)
+
+
+def _forget_open(client: Any, transaction: Transaction) -> None:
+    if getattr(client, _OPEN_ATTRIBUTE, None) is transaction:
+        setattr(client, _OPEN_ATTRIBUTE, None)
+
+
+def _grow_size_option(options: Any, transaction: Transaction) -> list[str] | None:
+    """Add the length of the lines to be inserted to a ``SIZE=`` option given to MAIL.
+
+    In a hand-driven transaction the message is known only at DATA, after MAIL has
+    declared its size, so the declared size grows by the expected length of the lines.
+    """
+    if not options or isinstance(options, (str, bytes)):
+        return None
+    options = list(options)
+    for index, option in enumerate(options):
+        if isinstance(option, str) and option.lower().startswith("size="):
+            size = option[5:]
+            if size.isdigit():
+                extra = transaction.expected_insert_length()
+                if extra:
+                    options[index] = f"{option[:5]}{int(size) + extra}"
+                    return options
+    return None
+
+
+def _traceparent_of(message: Any) -> str | None:
+    if isinstance(message, (str, bytes)):
+        from opentelemetry_instrumentation_smtp.headers import summarize
+
+        return summarize(message).traceparent
+    return None
+
+
+def _traceparent_of_message(message: Any) -> str | None:
+    get_all = getattr(message, "get_all", None)
+    if get_all is None:
+        return None
+    values = get_all("traceparent") or []
+    return str(values[0]).strip() if values else None

@@ -1,0 +1,179 @@
+"""Insertion of trace context header lines at the top of a message's header section.
+
+The functions here work on the payload as the SMTP client will transmit it (``str`` or
+``bytes``) and never on the caller's ``email.message.Message``, so that the caller's object
+stays untouched and the bytes on the wire are the original bytes plus the inserted lines.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import TypeVar
+
+TRACEPARENT = "traceparent"
+TRACESTATE = "tracestate"
+
+# RFC 5322 section 2.2 recommends lines of at most 78 characters.
+FOLD_WIDTH = 78
+
+# A field name is printable US-ASCII other than ":" (RFC 5322 section 3.6.8).
+_FIELD_NAME = re.compile(rb"[\x21-\x39\x3b-\x7e]+")
+_FIELD_LINE = re.compile(rb"([\x21-\x39\x3b-\x7e]+)[ \t]*:")
+# Header values may carry only printable ASCII and horizontal white space: nothing that
+# would need RFC 2047 encoding, and no CR or LF that could end the line early.
+_SAFE_VALUE = re.compile(r"[\x20-\x7e\t]*")
+_TRACEPARENT_VALUE = re.compile(r"^([0-9a-f]{2})-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})$")
+
+# Payloads longer than this are not searched beyond it for the end of the header section.
+_MAX_HEADER_SCAN = 1024 * 1024
+
+Payload = TypeVar("Payload", str, bytes)
+
+
+@dataclass(frozen=True)
+class HeaderSummary:
+    """What the insertion code needs to know about a payload's header section."""
+
+    can_insert: bool
+    line_ending: bytes
+    traceparent: str | None
+    message_id: str | None
+
+
+def _as_bytes(payload: str | bytes) -> bytes:
+    if isinstance(payload, bytes):
+        return payload
+    # Only the header section is inspected, and it must be ASCII to be valid mail; any
+    # other character is replaced so that inspection never raises.
+    return payload.encode("ascii", errors="replace")
+
+
+def _header_section(data: bytes) -> bytes:
+    """Return the header section without the blank line that ends it."""
+    window = data[:_MAX_HEADER_SCAN]
+    if window.startswith((b"\r\n", b"\n")):
+        return b""
+    ends = [pos for pos in (window.find(b"\r\n\r\n"), window.find(b"\n\n")) if pos >= 0]
+    return window[: min(ends)] if ends else window
+
+
+def _unfolded_fields(section: bytes) -> Iterable[tuple[str, str]]:
+    """Yield (lower-case name, unfolded and trimmed value) for each field in ``section``."""
+    name: bytes | None = None
+    value_parts: list[bytes] = []
+    for line in section.splitlines():
+        if line[:1] in (b" ", b"\t") and name is not None:
+            value_parts.append(line)
+            continue
+        if name is not None:
+            yield _decode_field(name, value_parts)
+        match = _FIELD_LINE.match(line)
+        if match:
+            name = match.group(1)
+            value_parts = [line[match.end() :]]
+        else:
+            name = None
+    if name is not None:
+        yield _decode_field(name, value_parts)
+
+
+def _decode_field(name: bytes, value_parts: list[bytes]) -> tuple[str, str]:
+    value = b" ".join(part.strip() for part in value_parts)
+    return name.decode("ascii").lower(), value.decode("ascii", errors="replace").strip()
+
+
+def summarize(payload: str | bytes) -> HeaderSummary:
+    """Inspect a payload's header section for insertion."""
+    data = _as_bytes(payload)
+    first_line_end = data.find(b"\n")
+    first_line = data if first_line_end < 0 else data[:first_line_end]
+    if first_line_end > 0 and data[first_line_end - 1 : first_line_end] == b"\r":
+        line_ending = b"\r\n"
+    else:
+        line_ending = b"\n"
+
+    # Insert only in front of a header field, or in front of the blank line that ends an
+    # empty header section. Anything else (an mbox "From " line, a continuation line, a
+    # body with no header section, a payload using bare CR line breaks) would be read
+    # differently by a parser once a field is put in front of it, so it is sent as it is.
+    blank_first_line = data.startswith((b"\r\n", b"\n"))
+    if not data or b"\r" in first_line.rstrip(b"\r"):
+        can_insert = False
+    else:
+        can_insert = blank_first_line or _FIELD_LINE.match(first_line) is not None
+
+    traceparent: str | None = None
+    message_id: str | None = None
+    for name, value in _unfolded_fields(_header_section(data)):
+        if name == TRACEPARENT and traceparent is None:
+            traceparent = value
+        elif name == "message-id" and message_id is None:
+            message_id = value
+    return HeaderSummary(can_insert, line_ending, traceparent, message_id)
+
+
+def is_valid_traceparent(value: str) -> bool:
+    """Check a traceparent value against W3C Trace Context level 1."""
+    match = _TRACEPARENT_VALUE.match(value.strip())
+    if not match:
+        return False
+    version, trace_id, span_id, _flags = match.groups()
+    return version != "ff" and trace_id != "0" * 32 and span_id != "0" * 16
+
+
+def _fold_after_commas(name: str, value: str) -> list[str]:
+    """Split ``name: value`` into physical lines of at most 78 characters, at commas."""
+    lines: list[str] = []
+    current = f"{name}: "
+    members = value.split(",")
+    for index, member in enumerate(members):
+        piece = member if index == len(members) - 1 else member + ","
+        if len(current) + len(piece) > FOLD_WIDTH and current.strip() not in (f"{name}:", ""):
+            lines.append(current.rstrip())
+            current = " "
+        current += piece
+    lines.append(current)
+    return lines
+
+
+def format_fields(carrier: Mapping[str, str]) -> tuple[list[str], list[str]]:
+    """Turn a propagator's carrier into header lines.
+
+    Returns ``(lines, rejected_field_names)``. ``traceparent`` comes first and
+    ``tracestate`` second when present and non-empty; other fields follow in carrier order.
+    A field whose name or value could not be written as one plain ASCII header line (it
+    contains CR, LF or other control or non-ASCII characters) is rejected, never written.
+    """
+    order = {TRACEPARENT: 0, TRACESTATE: 1}
+    items = sorted(carrier.items(), key=lambda item: order.get(item[0].lower(), 2))
+    lines: list[str] = []
+    rejected: list[str] = []
+    for name, value in items:
+        value = value.strip()
+        if not value:
+            continue
+        name_ok = _FIELD_NAME.fullmatch(name.encode("ascii", errors="replace")) is not None
+        if not name_ok or not name.isascii() or not _SAFE_VALUE.fullmatch(value):
+            rejected.append(name)
+            continue
+        if name.lower() == TRACESTATE:
+            lines.extend(_fold_after_commas(name, value))
+        else:
+            lines.append(f"{name}: {value}")
+    return lines, rejected
+
+
+def insert_lines(payload: Payload, lines: list[str], line_ending: bytes) -> Payload:
+    """Return ``payload`` with ``lines`` put in front of it, each ended by ``line_ending``."""
+    if isinstance(payload, bytes):
+        prefix = b"".join(line.encode("ascii") + line_ending for line in lines)
+        return prefix + payload
+    ending = line_ending.decode("ascii")
+    return "".join(line + ending for line in lines) + payload
+
+
+def header_length(lines: list[str], line_ending: bytes = b"\r\n") -> int:
+    """Return the number of bytes ``lines`` take in the message."""
+    return sum(len(line) + len(line_ending) for line in lines)

@@ -1,0 +1,340 @@
+"""Sans-IO codec for the milter side of the milter protocol, version 6.
+
+Bytes from the MTA go in through :meth:`MilterCodec.receive_data` and come out as events;
+replies go in through the reply methods and come out as bytes to write. The codec opens
+no socket, starts no task and logs nothing, so a server, a test or a fuzzer can drive it.
+It also enforces the order of the conversation: a reply is only encoded while the MTA waits
+for one, and modifications only while it waits for the reply to end of message.
+"""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import Mapping, Sequence
+
+from . import events
+from .protocol import (
+    COMMANDS_WITHOUT_REPLY,
+    DEFAULT_MAX_FRAME_SIZE,
+    LENGTH_PREFIX_SIZE,
+    NO_REPLY_FLAG_OF_COMMAND,
+    PROTOCOL_VERSION,
+    Action,
+    Command,
+    MacroStage,
+    ProtocolFlag,
+    Reply,
+)
+
+_UINT32 = struct.Struct(">I")
+_UINT16 = struct.Struct(">H")
+_OPTION_NEGOTIATION = struct.Struct(">III")
+_COMMANDS = {command.value: command for command in Command}
+_MINIMUM_MTA_VERSION = 2
+
+
+class ProtocolError(Exception):
+    """The MTA sent bytes that break the protocol. The connection cannot go on."""
+
+
+class UsageError(Exception):
+    """The caller asked the codec for a reply that the conversation does not allow now."""
+
+
+def encode_frame(code: bytes, data: bytes = b"") -> bytes:
+    """Encode one frame: the length of code and data, the 1-byte code, then the data."""
+    return _UINT32.pack(len(data) + 1) + code + data
+
+
+def _encode_strings(*values: str) -> bytes:
+    return b"".join(value.encode("utf-8", "surrogateescape") + b"\0" for value in values)
+
+
+def _decode_strings(data: bytes, command: Command) -> list[str]:
+    if not data.endswith(b"\0"):
+        raise ProtocolError(f"{command.name} data does not end with a NUL byte")
+    return [part.decode("utf-8", "surrogateescape") for part in data[:-1].split(b"\0")]
+
+
+def _check_header(name: str, value: str) -> None:
+    if not name or any(char <= " " or char == ":" or char > "~" for char in name):
+        raise UsageError(f"invalid header name {name!r}: use printable ASCII without ':'")
+    if any(char in value for char in "\0\r\n"):
+        raise UsageError(f"invalid value for header {name!r}: it contains NUL, CR or LF")
+
+
+class MilterCodec:
+    """State of one MTA connection as far as the protocol is concerned.
+
+    ``protocol`` and ``actions`` are what the milter would like. The agreed values, the
+    intersection with the MTA's offer, are in :attr:`protocol` and :attr:`actions` once
+    :meth:`negotiation_reply` has run. ``macro_requests`` lists, per stage, the macros the
+    MTA should send, and is sent only when the MTA offers to accept such a list.
+    """
+
+    def __init__(
+        self,
+        *,
+        protocol: ProtocolFlag = ProtocolFlag.NONE,
+        actions: Action = Action.NONE,
+        macro_requests: Mapping[MacroStage, Sequence[str]] | None = None,
+        max_frame_size: int = DEFAULT_MAX_FRAME_SIZE,
+    ) -> None:
+        self._requested_protocol = protocol
+        self._requested_actions = actions
+        self._macro_requests = dict(macro_requests or {})
+        self._max_frame_size = max_frame_size
+        self._buffer = bytearray()
+        self._offer: events.OptionNegotiation | None = None
+        self.version = 0
+        self.protocol = ProtocolFlag.NONE
+        self.actions = Action.NONE
+        self.negotiated = False
+        # Replies the MTA waits for, oldest first: the command each one answers.
+        self._owed: list[Command] = []
+
+    # Receiving.
+
+    def receive_data(self, data: bytes) -> list[events.Event]:
+        """Append bytes from the MTA and decode every complete frame among them.
+
+        Raises :class:`ProtocolError` on a frame that is malformed, oversized, out of order
+        or of an unknown command. A frame cut short stays buffered until more bytes arrive.
+        """
+        buffer = self._buffer
+        buffer += data
+        decoded: list[events.Event] = []
+        position = 0
+        end = len(buffer)
+        while end - position >= LENGTH_PREFIX_SIZE:
+            (length,) = _UINT32.unpack_from(buffer, position)
+            if length == 0:
+                raise ProtocolError("frame of length 0 has no command code")
+            if length > self._max_frame_size:
+                raise ProtocolError(
+                    f"frame of {length} bytes exceeds the limit of {self._max_frame_size} bytes"
+                )
+            frame_end = position + LENGTH_PREFIX_SIZE + length
+            if frame_end > end:
+                break
+            code = bytes(buffer[position + LENGTH_PREFIX_SIZE : position + LENGTH_PREFIX_SIZE + 1])
+            payload = bytes(buffer[position + LENGTH_PREFIX_SIZE + 1 : frame_end])
+            position = frame_end
+            decoded.append(self._decode(code, payload))
+        if position:
+            del buffer[:position]
+        return decoded
+
+    def receive_eof(self) -> None:
+        """Record that the MTA closed the connection; raise if a frame was cut short."""
+        if self._buffer:
+            raise ProtocolError(
+                f"connection closed inside a frame, {len(self._buffer)} bytes left unread"
+            )
+
+    @property
+    def has_partial_frame(self) -> bool:
+        """Whether bytes of an incomplete frame are buffered."""
+        return bool(self._buffer)
+
+    def _decode(self, code: bytes, data: bytes) -> events.Event:
+        command = _COMMANDS.get(code)
+        if command is None:
+            raise ProtocolError(f"unknown command code {code!r}")
+        if not self.negotiated and command is not Command.OPTION_NEGOTIATION:
+            raise ProtocolError(f"{command.name} arrived before option negotiation")
+        if self._owed and command is not Command.ABORT and command is not Command.QUIT:
+            raise ProtocolError(
+                f"{command.name} arrived while a reply to {self._owed[0].name} is pending"
+            )
+        event = self._parse(command, data)
+        if self._reply_expected(command):
+            self._owed.append(command)
+        elif command is Command.ABORT or command is Command.QUIT:
+            # The MTA stopped waiting: a late reply would be read as the answer to a
+            # later command, so none is sent.
+            self._owed.clear()
+        return event
+
+    def _reply_expected(self, command: Command) -> bool:
+        if command in COMMANDS_WITHOUT_REPLY or command is Command.QUIT_NEW_CONNECTION:
+            return False
+        flag = NO_REPLY_FLAG_OF_COMMAND.get(command)
+        return flag is None or not self.protocol & flag
+
+    def _parse(self, command: Command, data: bytes) -> events.Event:
+        if command is Command.OPTION_NEGOTIATION:
+            return self._parse_option_negotiation(data)
+        if command is Command.MACRO:
+            return self._parse_macros(data)
+        if command is Command.CONNECT:
+            return self._parse_connect(data)
+        if command is Command.HELO:
+            (name, *_) = _decode_strings(data, command)
+            return events.Helo(name)
+        if command is Command.MAIL or command is Command.RCPT:
+            address, *parameters = _decode_strings(data, command)
+            if command is Command.MAIL:
+                return events.MailFrom(address, tuple(parameters))
+            return events.RcptTo(address, tuple(parameters))
+        if command is Command.HEADER:
+            strings = _decode_strings(data, command)
+            if len(strings) != 2:
+                raise ProtocolError(f"HEADER has {len(strings)} strings instead of 2")
+            return events.Header(strings[0], strings[1])
+        if command is Command.BODY:
+            return events.BodyChunk(data)
+        if command is Command.END_OF_MESSAGE:
+            return events.EndOfMessage(data)
+        if command is Command.UNKNOWN:
+            return events.UnknownCommand(_decode_strings(data, command)[0])
+        return _EMPTY_EVENTS[command]
+
+    def _parse_option_negotiation(self, data: bytes) -> events.OptionNegotiation:
+        if len(data) < _OPTION_NEGOTIATION.size:
+            raise ProtocolError(f"OPTION_NEGOTIATION has {len(data)} data bytes instead of 12")
+        version, actions, protocol = _OPTION_NEGOTIATION.unpack_from(data)
+        if version < _MINIMUM_MTA_VERSION:
+            raise ProtocolError(f"MTA protocol version {version} is older than version 2")
+        offer = events.OptionNegotiation(version, Action(actions), ProtocolFlag(protocol))
+        self._offer = offer
+        self.negotiated = True
+        return offer
+
+    def _parse_macros(self, data: bytes) -> events.MacroDefinition:
+        if not data:
+            raise ProtocolError("MACRO has no command code")
+        command_code = data[:1]
+        if len(data) == 1:
+            return events.MacroDefinition(command_code, {})
+        strings = _decode_strings(data[1:], Command.MACRO)
+        if len(strings) % 2:
+            raise ProtocolError("MACRO has a name without a value")
+        macros = dict(zip(strings[0::2], strings[1::2]))
+        return events.MacroDefinition(command_code, macros)
+
+    def _parse_connect(self, data: bytes) -> events.Connect:
+        hostname_end = data.find(b"\0")
+        if hostname_end < 0 or hostname_end + 1 >= len(data):
+            raise ProtocolError("CONNECT has no host name or no address family")
+        hostname = data[:hostname_end].decode("utf-8", "surrogateescape")
+        family = chr(data[hostname_end + 1])
+        rest = data[hostname_end + 2 :]
+        if family == "U":
+            return events.Connect(hostname, family, None, None)
+        if family not in "46L" or len(rest) < _UINT16.size + 1:
+            raise ProtocolError(f"CONNECT has an invalid address for family {family!r}")
+        (port,) = _UINT16.unpack_from(rest)
+        (address, *_) = _decode_strings(rest[_UINT16.size :], Command.CONNECT)
+        return events.Connect(hostname, family, port, address)
+
+    # Replying.
+
+    def reply_expected(self) -> bool:
+        """Whether the MTA waits for a reply to the commands decoded so far."""
+        return bool(self._owed)
+
+    def negotiation_reply(self) -> bytes:
+        """Agree on version, actions and flags with the MTA's offer, and encode the reply."""
+        offer = self._offer
+        if offer is None or not self._owed or self._owed[0] is not Command.OPTION_NEGOTIATION:
+            raise UsageError("no option negotiation is waiting for a reply")
+        self._owed.pop(0)
+        self.version = min(PROTOCOL_VERSION, offer.version)
+        self.actions = self._requested_actions & offer.actions
+        self.protocol = self._requested_protocol & offer.protocol
+        if self._macro_requests and offer.actions & Action.SET_SYMBOL_LIST:
+            self.actions |= Action.SET_SYMBOL_LIST
+        data = _OPTION_NEGOTIATION.pack(self.version, self.actions, self.protocol)
+        if self.actions & Action.SET_SYMBOL_LIST:
+            for stage, names in sorted(self._macro_requests.items()):
+                data += _UINT32.pack(stage) + " ".join(names).encode("ascii") + b"\0"
+        return encode_frame(Command.OPTION_NEGOTIATION.value, data)
+
+    def _final_reply(self, code: Reply, data: bytes = b"") -> bytes:
+        if not self._owed:
+            raise UsageError(f"cannot send {code.name}: the MTA waits for no reply")
+        if self._owed[0] is Command.OPTION_NEGOTIATION:
+            raise UsageError("the option negotiation needs negotiation_reply()")
+        self._owed.pop(0)
+        return encode_frame(code.value, data)
+
+    def continue_(self) -> bytes:
+        """Encode CONTINUE: go on with this message."""
+        return self._final_reply(Reply.CONTINUE)
+
+    def accept(self) -> bytes:
+        """Encode ACCEPT: accept the message, or at CONNECT the whole SMTP session."""
+        return self._final_reply(Reply.ACCEPT)
+
+    def tempfail(self) -> bytes:
+        """Encode TEMPFAIL: the MTA answers the client with a 4xx reply."""
+        return self._final_reply(Reply.TEMPFAIL)
+
+    def reject(self) -> bytes:
+        """Encode REJECT: the MTA answers the client with a 5xx reply."""
+        return self._final_reply(Reply.REJECT)
+
+    def discard(self) -> bytes:
+        """Encode DISCARD: the MTA accepts the message and drops it."""
+        return self._final_reply(Reply.DISCARD)
+
+    def reply_code(self, code: int, text: str) -> bytes:
+        """Encode REPLY_CODE: reject (5xx) or tempfail (4xx) with this SMTP reply."""
+        if not 400 <= code <= 599:
+            raise UsageError(f"invalid SMTP reply code {code}: use 400 to 599")
+        if any(char in text for char in "\0\r\n"):
+            raise UsageError("invalid SMTP reply text: it contains NUL, CR or LF")
+        return self._final_reply(Reply.REPLY_CODE, _encode_strings(f"{code} {text}".rstrip()))
+
+    def progress(self) -> bytes:
+        """Encode PROGRESS: the MTA restarts its timeout and keeps waiting."""
+        if not self._owed:
+            raise UsageError("cannot send PROGRESS: the MTA waits for no reply")
+        return encode_frame(Reply.PROGRESS.value)
+
+    def _modification(self, action: Action, code: Reply, data: bytes) -> bytes:
+        if not self._owed or self._owed[0] is not Command.END_OF_MESSAGE:
+            raise UsageError(f"{code.name} is only allowed in reply to END_OF_MESSAGE")
+        if not self.actions & action:
+            raise UsageError(f"{code.name} needs the {action.name} action, not negotiated")
+        return encode_frame(code.value, data)
+
+    def _header_value(self, value: str) -> str:
+        if self.protocol & ProtocolFlag.HEADER_LEADING_SPACE and value:
+            return " " + value
+        return value
+
+    def add_header(self, name: str, value: str) -> bytes:
+        """Encode ADD_HEADER: append a header field at the end of the header section."""
+        _check_header(name, value)
+        data = _encode_strings(name, self._header_value(value))
+        return self._modification(Action.ADD_HEADERS, Reply.ADD_HEADER, data)
+
+    def insert_header(self, index: int, name: str, value: str) -> bytes:
+        """Encode INSERT_HEADER: insert a header field at ``index`` (0 is the top)."""
+        _check_header(name, value)
+        if not 0 <= index <= 0xFFFF_FFFF:
+            raise UsageError(f"invalid header index {index}: use 0 to 2**32 - 1")
+        data = _UINT32.pack(index) + _encode_strings(name, self._header_value(value))
+        return self._modification(Action.ADD_HEADERS, Reply.INSERT_HEADER, data)
+
+    def change_header(self, occurrence: int, name: str, value: str) -> bytes:
+        """Encode CHANGE_HEADER for the ``occurrence``-th (from 1) field named ``name``.
+
+        An empty ``value`` deletes that field.
+        """
+        _check_header(name, value)
+        if not 1 <= occurrence <= 0xFFFF_FFFF:
+            raise UsageError(f"invalid header occurrence {occurrence}: use 1 to 2**32 - 1")
+        data = _UINT32.pack(occurrence) + _encode_strings(name, self._header_value(value))
+        return self._modification(Action.CHANGE_HEADERS, Reply.CHANGE_HEADER, data)
+
+
+_EMPTY_EVENTS: dict[Command, events.Event] = {
+    Command.DATA: events.Data(),
+    Command.END_OF_HEADERS: events.EndOfHeaders(),
+    Command.ABORT: events.Abort(),
+    Command.QUIT: events.Quit(),
+    Command.QUIT_NEW_CONNECTION: events.QuitNewConnection(),
+}
