@@ -19,6 +19,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone, tzinfo
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 _MONTHS = {
     name: number
@@ -117,9 +118,7 @@ def _from_tagged(rest: str, timestamp: datetime | None) -> LogRecord:
     )
 
 
-def _from_rfc5424(
-    match: re.Match[str], now: datetime, local_timezone: tzinfo | None
-) -> LogRecord:
+def _from_rfc5424(match: re.Match[str], now: datetime, local_timezone: tzinfo | None) -> LogRecord:
     timestamp: datetime | None = None
     iso = _ISO_ONLY.fullmatch(match.group("timestamp"))
     if iso is not None:
@@ -206,3 +205,16 @@ def _localize(naive: datetime, zone: tzinfo | None) -> datetime:
         # astimezone() on a naive datetime takes it as system local time.
         return naive.astimezone()
     return naive.replace(tzinfo=zone)
+
+
+def load_timezone(name: str | None) -> tzinfo | None:
+    """Return the named IANA time zone, or None for the system's local time zone."""
+    if not name:
+        return None
+    try:
+        return ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ValueError(
+            f"invalid --postfix-log-timezone {name!r}: not an IANA time zone name "
+            "such as 'UTC' or 'Europe/Berlin'"
+        ) from None

@@ -1,0 +1,237 @@
+"""Asyncio follower of a log file or of standard input, like ``tail -F``.
+
+A file is polled: after each read that reaches the end, the follower compares the file
+that the path names now with the one it has open. A different file (rename rotation, as
+logrotate and ``postfix logrotate`` do it) is read from its start once the old one is
+drained. A file shorter than the read position (``copytruncate``) is read again from its
+start. Reads run in a worker thread so that a slow disk never blocks the event loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import stat
+import sys
+from collections.abc import AsyncIterator, Callable
+from typing import Any, BinaryIO
+
+_logger = logging.getLogger(__name__)
+
+STDIN = "-"
+DEFAULT_POLL_INTERVAL_SECONDS = 0.25
+# Postfix log records are at most a few kilobytes, a quoted multi-line remote reply included.
+# A longer line is not from Postfix, and dropping it bounds the memory a bad input can take.
+DEFAULT_MAX_LINE_BYTES = 64 * 1024
+_READ_SIZE = 64 * 1024
+_REOPEN_LOG_INTERVAL_SECONDS = 60.0
+
+
+class LineSplitter:
+    """Sans-IO splitter of a byte stream into text lines, with a bound on line length.
+
+    A line longer than ``max_line_bytes`` is dropped whole and ``on_too_long`` is called.
+    """
+
+    def __init__(
+        self,
+        max_line_bytes: int = DEFAULT_MAX_LINE_BYTES,
+        on_too_long: Callable[[], None] | None = None,
+    ) -> None:
+        self.max_line_bytes = max_line_bytes
+        self._on_too_long = on_too_long
+        self._buffer = bytearray()
+        self._discarding = False
+
+    def feed(self, data: bytes) -> list[str]:
+        """Add ``data`` and return the lines that it completed, without line endings."""
+        lines: list[str] = []
+        start = 0
+        while True:
+            newline = data.find(b"\n", start)
+            if newline < 0:
+                self._append(data[start:])
+                return lines
+            self._append(data[start:newline])
+            if self._discarding:
+                self._discarding = False
+            else:
+                lines.append(_decode(bytes(self._buffer)))
+            self._buffer.clear()
+            start = newline + 1
+
+    def flush(self) -> str | None:
+        """Return the incomplete last line, if any, and forget it."""
+        pending = None if self._discarding or not self._buffer else _decode(bytes(self._buffer))
+        self._buffer.clear()
+        self._discarding = False
+        return pending
+
+    def _append(self, chunk: bytes) -> None:
+        if self._discarding or not chunk:
+            return
+        if len(self._buffer) + len(chunk) > self.max_line_bytes:
+            self._buffer.clear()
+            self._discarding = True
+            if self._on_too_long is not None:
+                self._on_too_long()
+            return
+        self._buffer += chunk
+
+
+def _decode(raw: bytes) -> str:
+    # Postfix logs 8-bit bytes from remote replies as they came; never fail on them.
+    return raw.decode("utf-8", errors="replace").rstrip("\r")
+
+
+class LogFollower:
+    """Yields the lines appended to ``path`` (``-`` for standard input).
+
+    A file is read from its end unless ``from_start`` is set, and followed across rotation
+    and truncation until the iteration is cancelled. Standard input is read until it closes.
+    A file that does not exist yet is waited for, and read from its start once it appears.
+    """
+
+    def __init__(
+        self,
+        path: str,
+        *,
+        from_start: bool = False,
+        poll_interval: float = DEFAULT_POLL_INTERVAL_SECONDS,
+        max_line_bytes: int = DEFAULT_MAX_LINE_BYTES,
+        on_too_long: Callable[[], None] | None = None,
+    ) -> None:
+        self.path = path
+        self.from_start = from_start
+        self.poll_interval = poll_interval
+        self._splitter = LineSplitter(max_line_bytes, on_too_long)
+        self._file: BinaryIO | None = None
+        self.rotations = 0
+        self.truncations = 0
+
+    async def lines(self) -> AsyncIterator[str]:
+        if self.path == STDIN:
+            async for line in self._stdin_lines():
+                yield line
+            return
+        try:
+            async for line in self._file_lines():
+                yield line
+        finally:
+            self._close()
+
+    async def _stdin_lines(self) -> AsyncIterator[str]:
+        stdin: Any = sys.stdin.buffer
+        mode = os.fstat(stdin.fileno()).st_mode
+        if stat.S_ISFIFO(mode) or stat.S_ISSOCK(mode) or stat.S_ISCHR(mode):
+            loop = asyncio.get_running_loop()
+            reader = asyncio.StreamReader(limit=_READ_SIZE)
+            protocol = asyncio.StreamReaderProtocol(reader)
+            try:
+                transport, _ = await loop.connect_read_pipe(lambda: protocol, stdin)
+            except (OSError, ValueError) as error:
+                # /dev/null and some character devices cannot be polled.
+                _logger.info("Standard input cannot be polled (%s); reading it in a thread", error)
+            else:
+                try:
+                    while chunk := await reader.read(_READ_SIZE):
+                        for line in self._splitter.feed(chunk):
+                            yield line
+                finally:
+                    transport.close()
+                rest = self._splitter.flush()
+                if rest:
+                    yield rest
+                _logger.info("Standard input closed; the Postfix log follower stops")
+                return
+        # A regular file redirected to standard input: read it to its end.
+        while chunk := await asyncio.to_thread(stdin.read1, _READ_SIZE):
+            for line in self._splitter.feed(chunk):
+                yield line
+        rest = self._splitter.flush()
+        if rest:
+            yield rest
+        _logger.info("Standard input closed; the Postfix log follower stops")
+
+    async def _file_lines(self) -> AsyncIterator[str]:
+        await self._open(at_end=not self.from_start)
+        while True:
+            assert self._file is not None
+            chunk = await asyncio.to_thread(self._file.read, _READ_SIZE)
+            if chunk:
+                for line in self._splitter.feed(chunk):
+                    yield line
+                continue
+            # At the end of the open file: has it been replaced or truncated?
+            change = await asyncio.to_thread(self._check_file)
+            if change == "rotated":
+                # Drain what the writer added to the old file after the last read.
+                while chunk := await asyncio.to_thread(self._file.read, _READ_SIZE):
+                    for line in self._splitter.feed(chunk):
+                        yield line
+                rest = self._splitter.flush()
+                if rest:
+                    yield rest
+                self.rotations += 1
+                _logger.info("Postfix log %s was rotated; reading the new file", self.path)
+                self._close()
+                await self._open(at_end=False)
+                continue
+            if change == "truncated":
+                self.truncations += 1
+                _logger.info("Postfix log %s was truncated; reading it from the start", self.path)
+                self._splitter.flush()
+                self._file.seek(0)
+                continue
+            await asyncio.sleep(self.poll_interval)
+
+    async def _open(self, *, at_end: bool) -> None:
+        """Open the path, waiting for it to exist and to be readable."""
+        waited = False
+        last_log = -_REOPEN_LOG_INTERVAL_SECONDS
+        loop = asyncio.get_running_loop()
+        while True:
+            try:
+                self._file = await asyncio.to_thread(open, self.path, "rb")
+            except OSError as error:
+                now = loop.time()
+                if now - last_log >= _REOPEN_LOG_INTERVAL_SECONDS:
+                    _logger.warning(
+                        "Cannot open the Postfix log %s (%s); retrying every %.2f s",
+                        self.path,
+                        error.strerror or error,
+                        self.poll_interval,
+                    )
+                    last_log = now
+                waited = True
+                await asyncio.sleep(self.poll_interval)
+                continue
+            break
+        # A file that appeared while we waited is new: all of it is unread.
+        if at_end and not waited:
+            self._file.seek(0, os.SEEK_END)
+        _logger.info("Following the Postfix log %s from byte %d", self.path, self._file.tell())
+
+    def _check_file(self) -> str | None:
+        assert self._file is not None
+        opened = os.fstat(self._file.fileno())
+        try:
+            current = os.stat(self.path)
+        except OSError:
+            # Moved away and not yet recreated: keep the old file until the new one exists.
+            return None
+        if (current.st_dev, current.st_ino) != (opened.st_dev, opened.st_ino):
+            return "rotated"
+        # NOTE: a copytruncate that refills the file past the old position before this check
+        # runs goes unnoticed, and the lines between are skipped.
+        if opened.st_size < self._file.tell():
+            return "truncated"
+        return None
+
+    def _close(self) -> None:
+        if self._file is not None:
+            with contextlib.suppress(OSError):
+                self._file.close()
+            self._file = None
