@@ -118,7 +118,8 @@ class SmtplibDialect:
     def payload_size(self, payload: str | bytes) -> int:
         if isinstance(payload, str):
             # smtplib converts str payloads to CRLF line endings and ASCII.
-            return len(smtplib._fix_eols(payload).encode("ascii", errors="replace"))
+            fix_eols = smtplib._fix_eols  # type: ignore[attr-defined]
+            return len(fix_eols(payload).encode("ascii", errors="replace"))
         return len(payload)
 
 

@@ -315,7 +315,7 @@ class Handlers:
             args,
             kwargs,
             transaction=transaction,
-            on_success=lambda result: transaction.end(result),
+            on_success=transaction.end,
             on_error=lambda exc: transaction.end(exception=exc),
             context=transaction.context,
         )
@@ -361,7 +361,7 @@ def _forget_open(client: Any, transaction: Transaction) -> None:
         setattr(client, _OPEN_ATTRIBUTE, None)
 
 
-def _grow_size_option(options: Any, transaction: Transaction) -> list[str] | None:
+def _grow_size_option(options: Any, transaction: Transaction) -> list[Any] | None:
     """Add the length of the lines to be inserted to a ``SIZE=`` option given to MAIL.
 
     In a hand-driven transaction the message is known only at DATA, after MAIL has
@@ -369,15 +369,15 @@ def _grow_size_option(options: Any, transaction: Transaction) -> list[str] | Non
     """
     if not options or isinstance(options, (str, bytes)):
         return None
-    options = list(options)
-    for index, option in enumerate(options):
+    grown: list[Any] = list(options)
+    for index, option in enumerate(grown):
         if isinstance(option, str) and option.lower().startswith("size="):
             size = option[5:]
             if size.isdigit():
                 extra = transaction.expected_insert_length()
                 if extra:
-                    options[index] = f"{option[:5]}{int(size) + extra}"
-                    return options
+                    grown[index] = f"{option[:5]}{int(size) + extra}"
+                    return grown
     return None
 
 

@@ -150,8 +150,8 @@ def format_fields(carrier: Mapping[str, str]) -> tuple[list[str], list[str]]:
     items = sorted(carrier.items(), key=lambda item: order.get(item[0].lower(), 2))
     lines: list[str] = []
     rejected: list[str] = []
-    for name, value in items:
-        value = value.strip()
+    for name, raw_value in items:
+        value = raw_value.strip()
         if not value:
             continue
         name_ok = _FIELD_NAME.fullmatch(name.encode("ascii", errors="replace")) is not None

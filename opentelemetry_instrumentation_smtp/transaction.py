@@ -23,6 +23,7 @@ from opentelemetry_instrumentation_smtp.attributes import Reply
 from opentelemetry_instrumentation_smtp.settings import Settings
 
 AttributeValue = str | int | bool | Sequence[str]
+ScalarValue = str | int | bool
 Payload = TypeVar("Payload", str, bytes)
 
 _TRACEPARENT_PARSER = TraceContextTextMapPropagator()
@@ -130,6 +131,9 @@ class Transaction:
         self._attributes[key] = value
         self.span.set_attribute(key, value)
 
+    def _scalars(self) -> dict[str, ScalarValue]:
+        return {k: v for k, v in self._attributes.items() if isinstance(v, (str, int, bool))}
+
     def set_envelope(self, sender: str | None, recipients: Sequence[str] | str | None) -> None:
         if not self.settings.capture_addresses:
             return
@@ -223,7 +227,7 @@ class Transaction:
         if payload is not None:
             self.message_size = self.dialect.payload_size(payload)
             self.set_attribute(attrs.SMTP_MESSAGE_SIZE, self.message_size)
-            self.settings.metrics.record_size(self.message_size, self._attributes, self.context)
+            self.settings.metrics.record_size(self.message_size, self._scalars(), self.context)
         if reply is not None:
             self.final_reply = reply
 
@@ -241,7 +245,7 @@ class Transaction:
                 outcome = exception if exception is not None else result
                 guarded("response_hook", hook, self.span, self.client, outcome)
             duration = time.perf_counter() - self._start
-            self.settings.metrics.record_send(duration, self._attributes, self.context)
+            self.settings.metrics.record_send(duration, self._scalars(), self.context)
         finally:
             self.span.end()
 
@@ -249,7 +253,10 @@ class Transaction:
         """End a hand-driven transaction that stopped before the server took the message."""
         if self.ended:
             return
-        self._set_error(reason, "the transaction ended before the message was accepted")
+        refused = self.final_reply is not None and not self.final_reply.is_positive_completion
+        if not refused:
+            # After a refusal, end() reports the refusing reply code instead.
+            self._set_error(reason, "the transaction ended before the message was accepted")
         self.end()
 
     def _finish_attributes(self, exception: BaseException | None) -> None:
@@ -259,7 +266,9 @@ class Transaction:
             if exception_reply is not None:
                 reply = exception_reply
         if reply is not None:
-            for key, value in attrs.reply_attributes(reply, self.settings.capture_addresses).items():
+            for key, value in attrs.reply_attributes(
+                reply, self.settings.capture_addresses
+            ).items():
                 self.set_attribute(key, value)
             queue_id = reply.queue_id if reply.is_positive_completion else None
             if queue_id:

@@ -48,6 +48,11 @@ class Script:
     data_delay: float = 0.0
 
 
+def _close(smtp: SMTP) -> None:
+    if smtp.transport is not None:
+        smtp.transport.close()
+
+
 class _Handler:
     def __init__(self, server: RecordingServer) -> None:
         self.server = server
@@ -57,7 +62,7 @@ class _Handler:
     ) -> str:
         script = self.server.script
         if script.disconnect_at == "MAIL":
-            smtp.transport.close()
+            _close(smtp)
             return "421 closing"
         if script.mail_reply:
             return script.mail_reply
@@ -70,7 +75,7 @@ class _Handler:
     ) -> str:
         script = self.server.script
         if script.disconnect_at == "RCPT":
-            smtp.transport.close()
+            _close(smtp)
             return "421 closing"
         reply = script.rcpt_replies.get(address)
         if reply:
@@ -81,7 +86,7 @@ class _Handler:
     async def handle_DATA(self, smtp: SMTP, session: Session, envelope: Envelope) -> str:
         script = self.server.script
         if script.disconnect_at == "DATA":
-            smtp.transport.close()
+            _close(smtp)
             return "421 closing"
         if script.data_delay:
             await asyncio.sleep(script.data_delay)
@@ -180,8 +185,7 @@ class RecordingServer:
 
     @property
     def port(self) -> int:
-        server = self.controller.server
-        return int(server.sockets[0].getsockname()[1])
+        return int(self.controller.port)
 
     def wire_bytes(self, index: int = -1) -> bytes:
         with self.lock:
@@ -190,10 +194,10 @@ class RecordingServer:
     def data_sections(self, index: int = -1) -> list[bytes]:
         """Return the raw DATA payloads (dot-stuffed, with CRLF.CRLF) seen on one connection."""
         wire = self.wire_bytes(index)
-        sections = []
+        sections: list[bytes] = []
         start = 0
         while True:
-            begin = wire.find(b"DATA\r\n", start)
+            begin = wire.lower().find(b"data\r\n", start)
             if begin < 0:
                 return sections
             body_start = begin + len(b"DATA\r\n")
