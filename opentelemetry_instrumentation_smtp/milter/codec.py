@@ -210,7 +210,7 @@ class MilterCodec:
         strings = _decode_strings(data[1:], Command.MACRO)
         if len(strings) % 2:
             raise ProtocolError("MACRO has a name without a value")
-        macros = dict(zip(strings[0::2], strings[1::2]))
+        macros = dict(zip(strings[0::2], strings[1::2], strict=True))
         return events.MacroDefinition(command_code, macros)
 
     def _parse_connect(self, data: bytes) -> events.Connect:

@@ -55,7 +55,8 @@ class Helo:
 
 @dataclass(frozen=True)
 class MailFrom:
-    """The envelope sender as the client wrote it (usually in angle brackets), and its ESMTP parameters."""
+    """The envelope sender as the client wrote it, usually in angle brackets, and its
+    ESMTP parameters."""
 
     address: str
     parameters: tuple[str, ...]

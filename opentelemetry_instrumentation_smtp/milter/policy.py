@@ -59,7 +59,9 @@ def is_internal(domain: str | None, internal_domains: Iterable[str]) -> bool:
     """
     if domain is None:
         return False
-    return any(domain == internal or domain.endswith("." + internal) for internal in internal_domains)
+    return any(
+        domain == internal or domain.endswith("." + internal) for internal in internal_domains
+    )
 
 
 def decide(

@@ -13,8 +13,9 @@ from dataclasses import dataclass
 from opentelemetry import metrics, trace
 from opentelemetry.trace import SpanContext, SpanKind, Status, StatusCode
 
-from .. import attributes as attrs
-from ..version import __version__
+from opentelemetry_instrumentation_smtp import attributes as attrs
+from opentelemetry_instrumentation_smtp.version import __version__
+
 from .policy import PolicyAction
 from .state import ConnectionState, MessageState
 from .trace_headers import MESSAGE_ID, TraceContextResult, first_header_value
@@ -58,7 +59,7 @@ def printable(value: str) -> str:
 
 
 def parse_mta_version(macro_v: str | None) -> tuple[str | None, str | None]:
-    """Split the ``v`` macro: ``Postfix 3.7.11`` gives a name and a version, ``8.18.1`` a version."""
+    """Split the ``v`` macro: ``Postfix 3.7.11`` is a name and a version, ``8.18.1`` a version."""
     if not macro_v:
         return None, None
     parts = macro_v.split()
@@ -212,10 +213,7 @@ class MilterTelemetry:
         if connection.helo_time_ns is not None:
             span.add_event("smtp.helo", timestamp=connection.helo_time_ns)
         for stage in message.stages:
-            if stage.attributes and not self._record_addresses:
-                span.add_event(stage.name, timestamp=stage.time_ns)
-            else:
-                span.add_event(stage.name, stage.attributes, timestamp=stage.time_ns)
+            span.add_event(stage.name, stage.attributes, timestamp=stage.time_ns)
 
     def _log(
         self,

@@ -1,0 +1,233 @@
+"""One MTA connection: decoded events in, telemetry and reply bytes out.
+
+The session sits between the codec and the server. It keeps the connection's state, the
+message in progress and the macros, and it is still free of sockets and asyncio, so tests
+and benchmarks can feed it bytes directly.
+"""
+
+from __future__ import annotations
+
+import time
+
+from . import events
+from .codec import MilterCodec
+from .config import MilterConfig
+from .policy import PolicyAction, decide, header_changes
+from .protocol import Action, MacroStage, ProtocolFlag
+from .state import ConnectionState, MessageState, StageEvent
+from .trace_headers import extract_trace_context
+from .tracing import ERROR_ABORTED, MilterTelemetry
+
+# The milter only observes, so it asks to skip the stages it does not use and to send no
+# reply where the MTA allows that. END_OF_MESSAGE always gets a reply.
+REQUESTED_PROTOCOL = (
+    ProtocolFlag.NO_UNKNOWN
+    | ProtocolFlag.NO_REPLY_CONNECT
+    | ProtocolFlag.NO_REPLY_HELO
+    | ProtocolFlag.NO_REPLY_MAIL
+    | ProtocolFlag.NO_REPLY_RCPT
+    | ProtocolFlag.NO_REPLY_DATA
+    | ProtocolFlag.NO_REPLY_HEADER
+    | ProtocolFlag.NO_REPLY_END_OF_HEADERS
+    | ProtocolFlag.NO_REPLY_BODY
+    | ProtocolFlag.NO_REPLY_UNKNOWN
+    | ProtocolFlag.HEADER_LEADING_SPACE
+)
+
+# Postfix replaces its default macro list of a stage with the list requested here. The
+# queue id ``i`` is requested at every stage from MAIL on, because Postfix assigns it only
+# after the first accepted recipient.
+MACRO_REQUESTS: dict[MacroStage, tuple[str, ...]] = {
+    MacroStage.CONNECT: ("j", "v", "{daemon_name}", "{client_addr}", "{client_port}"),
+    MacroStage.HELO: ("{tls_version}",),
+    MacroStage.MAIL: ("i",),
+    MacroStage.RCPT: ("i",),
+    MacroStage.DATA: ("i",),
+    MacroStage.END_OF_HEADERS: ("i",),
+    MacroStage.END_OF_MESSAGE: ("i",),
+}
+
+_RECIPIENT_ADDRESS = "smtp.recipient.address"
+
+_ACTION_NEEDED = {
+    PolicyAction.NONE: Action.NONE,
+    PolicyAction.INSERTED: Action.ADD_HEADERS,
+    PolicyAction.REWRITTEN: Action.CHANGE_HEADERS,
+    PolicyAction.STRIPPED: Action.CHANGE_HEADERS,
+}
+
+
+def _byte_length(value: str) -> int:
+    length = len(value) if value.isascii() else len(value.encode("utf-8", "surrogateescape"))
+    # A line break inside a folded value stands for CRLF in the message.
+    return length + value.count("\n") - value.count("\r\n")
+
+
+class MilterSession:
+    """The milter's side of one MTA connection.
+
+    :meth:`receive_data` takes bytes from the MTA and returns the bytes to send back. It
+    raises :class:`~.codec.ProtocolError` when the MTA breaks the protocol, after which
+    the caller closes the connection and calls :meth:`connection_lost`.
+    """
+
+    def __init__(self, config: MilterConfig, telemetry: MilterTelemetry) -> None:
+        self._config = config
+        self._telemetry = telemetry
+        actions = Action.NONE
+        policy = config.policy
+        if policy.inject_traceparent:
+            actions |= Action.ADD_HEADERS
+        if policy.rewrite_traceparent or policy.strip_external:
+            actions |= Action.CHANGE_HEADERS
+        self.codec = MilterCodec(
+            protocol=REQUESTED_PROTOCOL,
+            actions=actions,
+            macro_requests=MACRO_REQUESTS,
+            max_frame_size=config.max_frame_size,
+        )
+        self.connection = ConnectionState()
+        self.message: MessageState | None = None
+        self.closed = False
+
+    @property
+    def in_message(self) -> bool:
+        """Whether a message has begun (MAIL FROM) and not yet ended."""
+        return self.message is not None
+
+    def receive_data(self, data: bytes) -> bytes:
+        """Handle bytes from the MTA and return the reply bytes, possibly empty."""
+        replies: list[bytes] = []
+        for event in self.codec.receive_data(data):
+            reply = self._handle(event)
+            if reply:
+                replies.append(reply)
+        return b"".join(replies)
+
+    def connection_lost(self, error_type: str) -> None:
+        """Record the message in progress, if any, as ended early with ``error_type``."""
+        if self.message is not None:
+            self._finish(time.time_ns(), error_type)
+        self.closed = True
+
+    def _handle(self, event: events.Event) -> bytes:
+        now = time.time_ns()
+        message = self.message
+        connection = self.connection
+        if isinstance(event, events.MacroDefinition):
+            connection.macros.define(event.command, event.macros)
+        elif isinstance(event, events.Header):
+            if message is not None:
+                message.headers.append((event.name, event.value))
+                message.size += _byte_length(event.name) + _byte_length(event.value) + 3
+                if not self.codec.protocol & ProtocolFlag.HEADER_LEADING_SPACE:
+                    # The MTA removed the space after the colon; count it back in.
+                    message.size += 1
+        elif isinstance(event, events.BodyChunk):
+            if message is not None:
+                message.size += len(event.data)
+        elif isinstance(event, events.RcptTo):
+            if message is not None:
+                message.recipients.append(event.address)
+                self._stage(message, "smtp.rcpt", now, event.address)
+        elif isinstance(event, events.MailFrom):
+            if message is not None:
+                # A new MAIL without ABORT: the MTA dropped the previous transaction.
+                self._finish(now, ERROR_ABORTED)
+            self.message = message = MessageState(now, event.address)
+            self._stage(message, "smtp.mail", now, None)
+        elif isinstance(event, events.Data):
+            if message is not None:
+                message.data_started = True
+                self._stage(message, "smtp.data", now, None)
+        elif isinstance(event, events.EndOfHeaders):
+            if message is not None:
+                # The blank line that ends the header section.
+                message.size += 2
+                self._stage(message, "smtp.end_of_headers", now, None)
+        elif isinstance(event, events.EndOfMessage):
+            return self._end_of_message(now, event)
+        elif isinstance(event, events.Abort):
+            if message is not None:
+                self._finish(now, ERROR_ABORTED)
+            connection.macros.clear_message()
+        elif isinstance(event, events.Connect):
+            self._connect(event, now)
+        elif isinstance(event, events.Helo):
+            connection.helo = event.name
+            connection.helo_time_ns = now
+        elif isinstance(event, events.OptionNegotiation):
+            return self.codec.negotiation_reply()
+        elif isinstance(event, (events.Quit, events.QuitNewConnection)):
+            if message is not None:
+                self._finish(now, ERROR_ABORTED)
+            if isinstance(event, events.Quit):
+                self.closed = True
+            else:
+                self.connection = ConnectionState()
+        # UnknownCommand needs no bookkeeping. Stages answered with CONTINUE are those
+        # whose no-reply flag the MTA did not offer.
+        if self.codec.reply_expected():
+            return self.codec.continue_()
+        return b""
+
+    def _connect(self, event: events.Connect, now: int) -> None:
+        connection = self.connection
+        connection.connect_time_ns = now
+        connection.client_hostname = event.hostname
+        if event.family in ("4", "6"):
+            connection.client_address = event.address
+            connection.client_port = event.port or None
+        elif event.family == "L":
+            connection.client_address = event.address
+
+    def _stage(self, message: MessageState, name: str, now: int, address: str | None) -> None:
+        if address is not None and self._config.record_addresses:
+            message.stages.append(StageEvent(name, now, {_RECIPIENT_ADDRESS: address}))
+        else:
+            message.stages.append(StageEvent(name, now))
+
+    def _end_of_message(self, now: int, event: events.EndOfMessage) -> bytes:
+        message = self.message
+        if message is None:
+            # END_OF_MESSAGE without MAIL: nothing to record, but the MTA waits.
+            return self.codec.continue_()
+        message.size += len(event.data)
+        self._stage(message, "smtp.end_of_message", now, None)
+        message.queue_id = self.connection.macros.get("i")
+        trace_context = extract_trace_context(message.headers)
+        action = decide(
+            self._config.policy, message.headers, message.recipients, trace_context.status
+        )
+        if not self.codec.actions & _ACTION_NEEDED[action]:
+            # The MTA did not grant the modification, so the policy cannot apply.
+            action = PolicyAction.NONE
+        recorded = self._telemetry.record_message(
+            self.connection, message, trace_context, action, now
+        )
+        self.message = None
+        # ABORT follows in Postfix, but a new MAIL must never see this message's queue id.
+        self.connection.macros.clear_message()
+        replies = []
+        if action is not PolicyAction.NONE:
+            for change in header_changes(action, message.headers, recorded.span_context):
+                if change.occurrence is None:
+                    replies.append(self.codec.add_header(change.name, change.value))
+                else:
+                    replies.append(
+                        self.codec.change_header(change.occurrence, change.name, change.value)
+                    )
+        replies.append(self.codec.continue_())
+        return b"".join(replies)
+
+    def _finish(self, now: int, error_type: str) -> None:
+        """Record the message in progress as ended early, if it got as far as DATA."""
+        message = self.message
+        self.message = None
+        if message is None or not message.data_started:
+            return
+        message.queue_id = self.connection.macros.get("i")
+        trace_context = extract_trace_context(message.headers)
+        self._telemetry.record_message(
+            self.connection, message, trace_context, PolicyAction.NONE, now, error_type
+        )
