@@ -478,3 +478,36 @@ def test_invalid_registration_ignored(telemetry: Telemetry, queue_id: str) -> No
     processor.register_message(queue_id, invalid)
 
     assert len(processor.queue_map) == 0
+
+
+def test_non_delivery_notice_parent_is_failure(telemetry: Telemetry) -> None:
+    processor = make_processor(telemetry)
+    processor.register_message(QUEUE_ID, milter_span(telemetry))
+
+    # Postfix logs the successful recipient after the bounced one, then the notification.
+    for line in (lines.BOUNCED, lines.SENT, lines.NOTIFICATION, lines.NOTIFICATION_SENT):
+        processor.process_line(line)
+
+    bounced, sent, notice = deliver_spans(telemetry)
+    assert dict(bounced.attributes or {})["smtp.delivery.status"] == "bounced"
+    assert dict(sent.attributes or {})["smtp.delivery.status"] == "sent"
+    assert bounced.context is not None
+    assert notice.parent is not None
+    assert notice.parent.span_id == bounced.context.span_id
+
+
+def test_success_notice_parent_is_sent_attempt(telemetry: Telemetry) -> None:
+    processor = make_processor(telemetry)
+    processor.register_message(QUEUE_ID, milter_span(telemetry))
+    success_notice = lines.NOTIFICATION.replace(
+        "sender non-delivery notification", "sender delivery status notification"
+    )
+
+    for line in (lines.BOUNCED, lines.SENT, success_notice, lines.NOTIFICATION_SENT):
+        processor.process_line(line)
+
+    _bounced, sent, notice = deliver_spans(telemetry)
+    assert sent.context is not None
+    assert notice.parent is not None
+    assert notice.parent.span_id == sent.context.span_id
+    assert dict(notice.attributes or {})["smtp.delivery.handoff.kind"] == "notification"

@@ -154,9 +154,10 @@ class DeliveryProcessor:
     def _apply(self, event: Event, entry: QueueEntry) -> None:
         if isinstance(event, DeliveryAttempt):
             span_context = self.telemetry.record_attempt(event, entry)
-            if span_context is not None:
-                entry.last_attempt = span_context
-            if event.status != "sent":
+            if event.status == "sent":
+                entry.last_success = span_context or entry.last_success
+            else:
+                entry.last_failure = span_context or entry.last_failure
                 entry.last_dsn = event.dsn
             next_hop = event.next_hop_queue_id
             if next_hop and span_context is not None and next_hop not in self.queue_map:
@@ -173,8 +174,10 @@ class DeliveryProcessor:
         elif isinstance(event, QueueIdHandoff):
             # The notification belongs below the attempt that caused it: the bounced or
             # deferred attempt, or the successful one for a delivery status notification.
+            success = "delivery status" in event.kind
+            cause = entry.last_success if success else entry.last_failure
             notification = QueueEntry(
-                parent=entry.last_attempt or entry.parent,
+                parent=cause or entry.parent,
                 origin_queue_id=entry.origin_queue_id,
                 handoff_from=event.queue_id,
                 handoff_kind=names.HANDOFF_NOTIFICATION,

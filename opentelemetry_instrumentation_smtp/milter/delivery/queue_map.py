@@ -38,8 +38,12 @@ class QueueEntry:
     handoff_from: str | None = None
     """The queue id this one was handed off from, for notifications and next hops."""
     handoff_kind: str | None = None
-    last_attempt: SpanContext | None = None
-    """Span context of the latest delivery attempt, the parent of later notifications."""
+    last_failure: SpanContext | None = None
+    """Span context of the latest deferred or bounced attempt: the parent of a
+    non-delivery or delay notification."""
+    last_success: SpanContext | None = None
+    """Span context of the latest successful attempt: the parent of a delivery status
+    notification that the sender requested with NOTIFY=SUCCESS."""
     last_dsn: str | None = None
     expires_at: float = field(default=0.0)
 

@@ -38,10 +38,14 @@ class DeliveryService:
         tracer_provider: TracerProvider | None,
         meter_provider: MeterProvider | None,
     ) -> DeliveryService:
+        # The milter's opt-in for personal data; both spellings of the flag are accepted.
+        capture_addresses = bool(
+            getattr(args, "capture_addresses", False) or getattr(args, "record_addresses", False)
+        )
         telemetry = DeliveryTelemetry(
             tracer_provider,
             meter_provider,
-            capture_addresses=bool(getattr(args, "capture_addresses", False)),
+            capture_addresses=capture_addresses,
             unmatched_spans=getattr(args, "unmatched", "span") == "span",
             recipient_domain_in_metrics=bool(getattr(args, "metric_recipient_domain", True)),
         )
