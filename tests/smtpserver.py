@@ -111,7 +111,7 @@ def _authenticate(
         and data.login == USERNAME.encode()
         and data.password == PASSWORD.encode()
     )
-    return AuthResult(success=ok)
+    return AuthResult(success=ok, handled=False)
 
 
 class RecordingServer:

@@ -300,7 +300,7 @@ def test_hand_driven_transaction(
         client.ehlo()
         assert client.mail("a@example.com", [f"SIZE={len(RAW)}"])[0] == 250
         assert client.rcpt("b@example.com")[0] == 250
-        code, reply = client.data(RAW)
+        code, _reply = client.data(RAW)
     assert code == 250
     span = telemetry.one_span("smtp send")
     attributes = dict(span.attributes or {})
