@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import smtplib
 from importlib.metadata import entry_points
-from smtplib import SMTP as ImportedBeforeInstrument
+from smtplib import SMTP as ImportedBeforeInstrument  # noqa: N811
 
 import pytest
 

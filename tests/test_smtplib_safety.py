@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 import re
 import smtplib
 from collections.abc import Iterator
@@ -358,6 +357,7 @@ def test_logging_of_diagnostics_cannot_loop(
     instrumented: Any, telemetry: Telemetry, server: RecordingServer
 ) -> None:
     """A root SMTPHandler that gets the diagnostic sends it untraced, once."""
+    import logging
     import logging.handlers
 
     def hook(*args: Any) -> None:
