@@ -110,6 +110,8 @@ class LogFollower:
         self._file: BinaryIO | None = None
         self.rotations = 0
         self.truncations = 0
+        # Set once a file is open and positioned, so that callers can wait for it.
+        self.opened = asyncio.Event()
 
     async def lines(self) -> AsyncIterator[str]:
         if self.path == STDIN:
@@ -213,6 +215,7 @@ class LogFollower:
         if at_end and not waited:
             self._file.seek(0, os.SEEK_END)
         _logger.info("Following the Postfix log %s from byte %d", self.path, self._file.tell())
+        self.opened.set()
 
     def _check_file(self) -> str | None:
         assert self._file is not None
