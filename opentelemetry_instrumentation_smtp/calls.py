@@ -251,9 +251,13 @@ class Handlers:
         if transaction is None:
             return None
         recipient = self._rcpt.get(args, kwargs)
+        # The transaction is made active for the call, so that a close() that the library
+        # makes on a failure (a timeout, a lost connection) does not abort it before the
+        # failure is recorded.
         return Call(
             args,
             kwargs,
+            transaction=transaction,
             on_success=lambda result: transaction.on_rcpt_reply(
                 recipient, self.dialect.reply_from_result(result)
             ),
@@ -285,7 +289,7 @@ class Handlers:
                 _forget_open(client, transaction)
                 transaction.end(exception=exception)
 
-        return Call(args, kwargs, on_success=succeeded, on_error=failed)
+        return Call(args, kwargs, transaction=transaction, on_success=succeeded, on_error=failed)
 
     def reset(self, client: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Call | None:
         """Handle RSET, QUIT and close, which end a hand-driven transaction still open."""
@@ -353,7 +357,7 @@ class Handlers:
             _forget_open(client, transaction)
             transaction.end(exception=exception)
 
-        return Call(args, kwargs, on_success=succeeded, on_error=failed)
+        return Call(args, kwargs, transaction=transaction, on_success=succeeded, on_error=failed)
 
 
 def _forget_open(client: Any, transaction: Transaction) -> None:

@@ -46,6 +46,8 @@ class Script:
     disconnect_at: str | None = None
     # Seconds the server waits before it replies to DATA.
     data_delay: float = 0.0
+    # When not None, the server replies to DATA only once this event is set.
+    data_gate: threading.Event | None = None
 
 
 def _close(smtp: SMTP) -> None:
@@ -90,6 +92,8 @@ class _Handler:
             return "421 closing"
         if script.data_delay:
             await asyncio.sleep(script.data_delay)
+        while script.data_gate is not None and not script.data_gate.is_set():
+            await asyncio.sleep(0.005)
         content = envelope.original_content or b""
         with self.server.lock:
             self.server.messages.append(
@@ -130,6 +134,8 @@ class RecordingServer:
         self.script = Script()
         self.messages: list[Received] = []
         self.wire: list[bytearray] = []
+        # Every reply the server has written, on all connections, in order.
+        self.replies: list[str] = []
         self.lock = threading.Lock()
         protocol_class = LMTP if lmtp else SMTP
         server = self
@@ -144,6 +150,11 @@ class RecordingServer:
             def data_received(self, data: bytes) -> None:
                 self._wire.extend(data)
                 super().data_received(data)
+
+            async def push(self, status: Any) -> None:
+                await super().push(status)
+                with server.lock:
+                    server.replies.append(str(status))
 
         smtp_kwargs: dict[str, Any] = {
             "server_hostname": hostname,
