@@ -85,6 +85,7 @@ class MilterCodec:
         self._macro_requests = dict(macro_requests or {})
         self._max_frame_size = max_frame_size
         self._buffer = bytearray()
+        self._error: ProtocolError | None = None
         self._offer: events.OptionNegotiation | None = None
         self.version = 0
         self.protocol = ProtocolFlag.NONE
@@ -95,34 +96,50 @@ class MilterCodec:
 
     # Receiving.
 
-    def receive_data(self, data: bytes) -> list[events.Event]:
-        """Append bytes from the MTA and decode every complete frame among them.
+    def feed(self, data: bytes) -> None:
+        """Append bytes from the MTA; :meth:`next_event` decodes them."""
+        self._buffer += data
+
+    def next_event(self) -> events.Event | None:
+        """Decode the next complete frame, or return ``None`` until more bytes arrive.
 
         Raises :class:`ProtocolError` on a frame that is malformed, oversized, out of order
-        or of an unknown command. A frame cut short stays buffered until more bytes arrive.
+        or of an unknown command, and again on every later call.
         """
+        if self._error is not None:
+            raise self._error
         buffer = self._buffer
-        buffer += data
-        decoded: list[events.Event] = []
-        position = 0
-        end = len(buffer)
-        while end - position >= LENGTH_PREFIX_SIZE:
-            (length,) = _UINT32.unpack_from(buffer, position)
+        if len(buffer) < LENGTH_PREFIX_SIZE:
+            return None
+        try:
+            (length,) = _UINT32.unpack_from(buffer)
             if length == 0:
                 raise ProtocolError("frame of length 0 has no command code")
             if length > self._max_frame_size:
                 raise ProtocolError(
                     f"frame of {length} bytes exceeds the limit of {self._max_frame_size} bytes"
                 )
-            frame_end = position + LENGTH_PREFIX_SIZE + length
-            if frame_end > end:
-                break
-            code = bytes(buffer[position + LENGTH_PREFIX_SIZE : position + LENGTH_PREFIX_SIZE + 1])
-            payload = bytes(buffer[position + LENGTH_PREFIX_SIZE + 1 : frame_end])
-            position = frame_end
-            decoded.append(self._decode(code, payload))
-        if position:
-            del buffer[:position]
+            frame_end = LENGTH_PREFIX_SIZE + length
+            if frame_end > len(buffer):
+                return None
+            code = bytes(buffer[LENGTH_PREFIX_SIZE : LENGTH_PREFIX_SIZE + 1])
+            payload = bytes(buffer[LENGTH_PREFIX_SIZE + 1 : frame_end])
+            del buffer[:frame_end]
+            return self._decode(code, payload)
+        except ProtocolError as error:
+            self._error = error
+            raise
+
+    def receive_data(self, data: bytes) -> list[events.Event]:
+        """Append bytes from the MTA and decode every complete frame among them.
+
+        Raises like :meth:`next_event`; the events decoded before the error are then lost,
+        so a caller that must act on them uses :meth:`feed` and :meth:`next_event`.
+        """
+        self.feed(data)
+        decoded: list[events.Event] = []
+        while (event := self.next_event()) is not None:
+            decoded.append(event)
         return decoded
 
     def receive_eof(self) -> None:
@@ -231,8 +248,15 @@ class MilterCodec:
     # Replying.
 
     def reply_expected(self) -> bool:
-        """Whether the MTA waits for a reply to the commands decoded so far."""
+        """Whether the MTA waits for a reply to a command decoded so far."""
         return bool(self._owed)
+
+    def needs_reply(self, event: events.Event) -> bool:
+        """Whether the MTA waits for a reply to ``event``, given the negotiated flags.
+
+        A batch of decoded events holds at most one such event, and it is the last.
+        """
+        return self._reply_expected(events.COMMAND_OF_EVENT[type(event)])
 
     def negotiation_reply(self) -> bytes:
         """Agree on version, actions and flags with the MTA's offer, and encode the reply."""

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import os
+import urllib.parse
 from collections.abc import Mapping
 from dataclasses import dataclass
 from importlib.metadata import entry_points
@@ -125,10 +126,16 @@ def metric_readers(environ: Mapping[str, str]) -> list[MetricReader]:
 
 def resource(environ: Mapping[str, str]) -> Resource:
     """Build the resource; the service name defaults to ``opentelemetry-smtp-milter``."""
-    named = "OTEL_SERVICE_NAME" in environ or "service.name=" in environ.get(
-        "OTEL_RESOURCE_ATTRIBUTES", ""
-    )
-    return Resource.create({} if named else {"service.name": DEFAULT_SERVICE_NAME})
+    attributes: dict[str, str] = {}
+    for item in environ.get("OTEL_RESOURCE_ATTRIBUTES", "").split(","):
+        key, separator, value = item.partition("=")
+        if separator and key.strip():
+            attributes[key.strip()] = urllib.parse.unquote(value.strip())
+    if environ.get("OTEL_SERVICE_NAME"):
+        attributes["service.name"] = environ["OTEL_SERVICE_NAME"]
+    attributes.setdefault("service.name", DEFAULT_SERVICE_NAME)
+    # Values given here take precedence over those Resource.create reads from os.environ.
+    return Resource.create(attributes)
 
 
 def configure(console: bool = False, environ: Mapping[str, str] | None = None) -> Providers:

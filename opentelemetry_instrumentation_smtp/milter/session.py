@@ -98,7 +98,10 @@ class MilterSession:
     def receive_data(self, data: bytes) -> bytes:
         """Handle bytes from the MTA and return the reply bytes, possibly empty."""
         replies: list[bytes] = []
-        for event in self.codec.receive_data(data):
+        codec = self.codec
+        codec.feed(data)
+        # Events are handled one by one, so that those before a bad frame still count.
+        while (event := codec.next_event()) is not None:
             reply = self._handle(event)
             if reply:
                 replies.append(reply)
@@ -167,7 +170,7 @@ class MilterSession:
                 self.connection = ConnectionState()
         # UnknownCommand needs no bookkeeping. Stages answered with CONTINUE are those
         # whose no-reply flag the MTA did not offer.
-        if self.codec.reply_expected():
+        if self.codec.needs_reply(event):
             return self.codec.continue_()
         return b""
 
