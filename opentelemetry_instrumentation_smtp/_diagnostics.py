@@ -65,7 +65,8 @@ def report(site: str, exc: BaseException | None = None) -> None:
                 count,
                 exc_info=exc,
             )
-    except Exception:  # noqa: BLE001 - a broken logging setup must not break mail
+    except Exception:
+        # A broken logging setup must not break mail.
         pass
 
 
@@ -73,7 +74,8 @@ def guarded(site: str, function: Callable[..., T], *args: Any, **kwargs: Any) ->
     """Call ``function`` and return its result, or report the error and return None."""
     try:
         return function(*args, **kwargs)
-    except Exception as exc:  # noqa: BLE001 - every internal failure must be contained
+    except Exception as exc:
+        # Every internal failure is contained here, so that the send goes on.
         report(site, exc)
         return None
 
