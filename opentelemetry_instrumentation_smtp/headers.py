@@ -52,11 +52,15 @@ def _as_bytes(payload: str | bytes) -> bytes:
 
 def _header_section(data: bytes) -> bytes:
     """Return the header section without the blank line that ends it."""
-    window = data[:_MAX_HEADER_SCAN]
-    if window.startswith((b"\r\n", b"\n")):
+    if data.startswith((b"\r\n", b"\n")):
         return b""
-    ends = [pos for pos in (window.find(b"\r\n\r\n"), window.find(b"\n\n")) if pos >= 0]
-    return window[: min(ends)] if ends else window
+    # The window is searched in place, and an LF-only blank line only in front of the
+    # first CRLF one, so a large CRLF message is neither copied nor read to the window's end.
+    end = data.find(b"\r\n\r\n", 0, _MAX_HEADER_SCAN)
+    lf_end = data.find(b"\n\n", 0, end if end >= 0 else _MAX_HEADER_SCAN)
+    if lf_end >= 0:
+        end = lf_end
+    return data[:end] if end >= 0 else data[:_MAX_HEADER_SCAN]
 
 
 def _unfolded_fields(section: bytes) -> Iterable[tuple[str, str]]:
