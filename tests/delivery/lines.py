@@ -1,7 +1,7 @@
 """Postfix 3.7.11 log lines, as its maillog_file wrote them in a private test instance.
 
-The instance relayed to a local sink that accepted ok@, answered defer@ with 451 and
-reject@ with 550. Later lines come from a queue flush, from expiring the deferred message
+The instance relayed to a local sink that accepted ok@, replied 451 to defer@ and 550
+to reject@. Later lines come from a queue flush, from expiring the deferred message
 (maximal_queue_lifetime = 1s), and from a delivery while the sink was down.
 """
 

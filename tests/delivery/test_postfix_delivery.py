@@ -44,7 +44,7 @@ WAIT_SECONDS = 60.0
 
 
 class SelectiveHandler:
-    """Accepts ACCEPTED and any other address, answers DEFERRED with 451, REJECTED with 550."""
+    """Sink that replies 451 to DEFERRED, 550 to REJECTED, and accepts other recipients."""
 
     def __init__(self) -> None:
         self.messages: list[tuple[str, list[str]]] = []
@@ -112,11 +112,11 @@ class MilterThread:
             raise self.error
 
 
-def wait_until(condition: Callable[[], bool], what: str, postfix: Postfix) -> None:
+def wait_until(condition: Callable[[], bool], description: str, postfix: Postfix) -> None:
     deadline = time.monotonic() + WAIT_SECONDS
     while not condition():
         if time.monotonic() > deadline:
-            raise TimeoutError(f"{what} did not happen; Postfix log:\n{postfix.log()}")
+            raise TimeoutError(f"{description} did not happen; Postfix log:\n{postfix.log()}")
         time.sleep(0.05)
 
 
@@ -164,11 +164,6 @@ def attributes_of(span: ReadableSpan) -> dict[str, object]:
 
 def deliver_spans(telemetry: Telemetry) -> list[ReadableSpan]:
     return telemetry.spans("smtp deliver")
-
-
-def domain_status(span: ReadableSpan) -> tuple[object, object]:
-    attributes = attributes_of(span)
-    return attributes["smtp.recipient.domain"], attributes["smtp.delivery.status"]
 
 
 def test_delivery_spans_join_client_trace(

@@ -66,7 +66,7 @@ def deliver_spans(telemetry: Telemetry) -> list[ReadableSpan]:
     return telemetry.spans("smtp deliver")
 
 
-def by_recipient_domain_and_status(spans: list[ReadableSpan]) -> dict[str, ReadableSpan]:
+def by_status(spans: list[ReadableSpan]) -> dict[str, ReadableSpan]:
     result = {}
     for span in spans:
         assert span.attributes is not None
@@ -82,7 +82,7 @@ def test_three_recipients_join_milter_span(telemetry: Telemetry) -> None:
     for line in (lines.DEFERRED, lines.BOUNCED, lines.SENT):
         assert processor.process_line(line) is LineResult.EVENT
 
-    spans = by_recipient_domain_and_status(deliver_spans(telemetry))
+    spans = by_status(deliver_spans(telemetry))
     assert sorted(spans) == ["bounced", "deferred", "sent"]
     for span in spans.values():
         assert span.kind is SpanKind.CLIENT
@@ -511,3 +511,28 @@ def test_success_notice_parent_is_sent_attempt(telemetry: Telemetry) -> None:
     assert notice.parent is not None
     assert notice.parent.span_id == sent.context.span_id
     assert dict(notice.attributes or {})["smtp.delivery.handoff.kind"] == "notification"
+
+
+def test_recording_error_logged_once_per_minute(
+    telemetry: Telemetry, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    clock = FakeClock()
+    processor = make_processor(telemetry, clock=clock)
+    processor.register_message(QUEUE_ID, milter_span(telemetry))
+
+    def fail(*args: object) -> None:
+        raise RuntimeError("exporter bug")
+
+    monkeypatch.setattr(processor.telemetry, "record_attempt", fail)
+
+    assert processor.process_line(lines.SENT) is LineResult.EVENT
+    assert processor.process_line(lines.DEFERRED) is LineResult.EVENT
+    clock.now += 60
+    assert processor.process_line(lines.BOUNCED) is LineResult.EVENT
+
+    errors = [record for record in caplog.records if record.levelname == "ERROR"]
+    assert [record.getMessage() for record in errors] == [
+        f"Failed to record the delivery event of queue id {QUEUE_ID}",
+        f"Failed to record the delivery event of queue id {QUEUE_ID} (1 similar errors not logged)",
+    ]
+    assert all(record.exc_info is not None for record in errors)

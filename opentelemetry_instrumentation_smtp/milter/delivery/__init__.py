@@ -78,6 +78,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "Follow Postfix's log and turn each delivery attempt into an 'smtp deliver' span "
         "in the trace of the message that the milter handled.",
     )
+
     group.add_argument(
         "--postfix-log",
         metavar="PATH",
@@ -85,11 +86,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "the mail facility), or '-' for standard input, such as 'journalctl -f -o cat -u "
         "postfix@-' piped in. Off when not given.",
     )
+
     group.add_argument(
         "--postfix-log-from-start",
         action="store_true",
         help="read the file from its start instead of its end",
     )
+
     group.add_argument(
         "--postfix-log-timezone",
         metavar="ZONE",
@@ -97,6 +100,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="IANA time zone of log timestamps that carry no UTC offset, such as "
         "'Europe/Berlin' (default: this machine's local time zone)",
     )
+
     group.add_argument(
         "--postfix-log-poll-interval",
         metavar="SECONDS",
@@ -105,6 +109,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="how often to check the file for new lines and rotation, in seconds "
         "(default: %(default)s)",
     )
+
     group.add_argument(
         "--unmatched",
         choices=("span", "skip"),
@@ -113,6 +118,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "'span' records them as spans in new traces, 'skip' records only their metrics "
         "(default: %(default)s)",
     )
+
     group.add_argument(
         "--unmatched-delay",
         metavar="SECONDS",
@@ -121,6 +127,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="how long a line with an unknown queue id waits for the id to be registered "
         "before it counts as unmatched, in seconds (default: %(default)s)",
     )
+
     group.add_argument(
         "--queue-map-size",
         metavar="N",
@@ -128,6 +135,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=DEFAULT_MAX_ENTRIES,
         help="maximum number of queue ids kept; the oldest is dropped first (default: %(default)s)",
     )
+
     group.add_argument(
         "--queue-map-ttl",
         metavar="SECONDS",
@@ -136,6 +144,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="time a queue id is kept after the milter registered it, in seconds; keep it "
         "above Postfix's maximal_queue_lifetime (default: %(default)s, 6 days)",
     )
+
     group.add_argument(
         "--handoff-ttl",
         metavar="SECONDS",
@@ -144,6 +153,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="time a next hop's queue id from a '250 ... queued as ID' reply is kept until a "
         "log line uses it, in seconds (default: %(default)s)",
     )
+
     group.add_argument(
         "--metric-recipient-domain",
         action=argparse.BooleanOptionalAction,

@@ -4,7 +4,8 @@ A file is polled: after each read that reaches the end, the follower compares th
 that the path names now with the one it has open. A different file (rename rotation, as
 logrotate and ``postfix logrotate`` do it) is read from its start once the old one is
 drained. A file shorter than the read position (``copytruncate``) is read again from its
-start. Reads run in a worker thread so that a slow disk never blocks the event loop.
+start. Opening, reading and checking the file run in a worker thread, so that a slow disk
+does not stall the event loop.
 """
 
 from __future__ import annotations
@@ -82,7 +83,7 @@ class LineSplitter:
 
 
 def _decode(raw: bytes) -> str:
-    # Postfix logs 8-bit bytes from remote replies as they came; never fail on them.
+    # Postfix logs 8-bit bytes from remote replies as they came. Invalid UTF-8 becomes U+FFFD.
     return raw.decode("utf-8", errors="replace").rstrip("\r")
 
 

@@ -81,7 +81,7 @@ DELIVERY_STATUSES = frozenset({"sent", "deferred", "bounced", "expired"})
 
 
 class LineResult(enum.Enum):
-    """What the parser made of one line; the values are the metric attribute values."""
+    """Outcome of parsing one line. The values are also the metric attribute values."""
 
     EVENT = "event"
     IGNORED = "ignored"
@@ -124,7 +124,7 @@ class RemoteReply:
     host: str | None = None
     address: str | None = None
     command: str | None = None
-    """The command that the reply answered, such as ``RCPT TO`` or ``end of DATA``."""
+    """The command that the reply was for, such as ``RCPT TO`` or ``end of DATA``."""
 
 
 @dataclass(frozen=True)

@@ -1,9 +1,9 @@
 """Join parsed Postfix log events to the traces that the milter registered.
 
 Events for a queue id that is not in the map yet wait up to ``unmatched_delay`` seconds,
-because the line that would register the id can come later: Postfix may log a bounce
-notice's delivery before the ``sender non-delivery notification: NEWQID`` line, and the
-milter may register a message after its first lines were read. Only then is an event
+because the line that registers the id can come later. Postfix may log a bounce notice's
+delivery before the ``sender non-delivery notification: NEWQID`` line. The milter may
+register a message after its first lines were read. Only after the delay is an event
 recorded as unmatched.
 """
 
@@ -36,6 +36,8 @@ DEFAULT_UNMATCHED_DELAY_SECONDS = 2.0
 # Events that wait for their queue id, at most. Beyond it the oldest are recorded as
 # unmatched at once, so that a flood of foreign lines cannot grow memory without bound.
 MAX_PENDING_EVENTS = 10_000
+# A bug that fails on every line logs once per interval, with the count of the others.
+_ERROR_LOG_INTERVAL_SECONDS = 60.0
 
 
 class DeliveryProcessor:
@@ -60,6 +62,8 @@ class DeliveryProcessor:
         # Queue id -> events that wait for it, oldest queue id first.
         self._pending: OrderedDict[str, list[tuple[float, Event]]] = OrderedDict()
         self._pending_count = 0
+        self._last_error_log = -_ERROR_LOG_INTERVAL_SECONDS
+        self._suppressed_errors = 0
 
     @property
     def pending_count(self) -> int:
@@ -73,11 +77,15 @@ class DeliveryProcessor:
         self._release(queue_id)
 
     def process_line(self, line: str) -> LineResult:
-        """Parse one log line and act on its event. Never raises for any input."""
+        """Parse one log line and act on its event.
+
+        Errors are logged at most once a minute, not raised. A line that the parser fails on
+        counts as ``malformed``.
+        """
         try:
             parsed = parse_line(line, now=self._wall_clock(), local_timezone=self.local_timezone)
         except Exception:  # a parser bug must not stop the follower
-            _logger.exception("Failed to parse a Postfix log line; skipping it")
+            self._log_error("Failed to parse a Postfix log line; skipping it")
             self.telemetry.count_line(LineResult.MALFORMED)
             return LineResult.MALFORMED
         self.telemetry.count_line(parsed.result)
@@ -85,10 +93,22 @@ class DeliveryProcessor:
             try:
                 self.handle_event(parsed.event)
             except Exception:
-                _logger.exception(
-                    "Failed to record the delivery event of queue id %s", parsed.event.queue_id
+                self._log_error(
+                    f"Failed to record the delivery event of queue id {parsed.event.queue_id}"
                 )
         return parsed.result
+
+    def _log_error(self, message: str) -> None:
+        """Log ``message`` with the current exception, at most once per interval."""
+        now = self._clock()
+        if now - self._last_error_log < _ERROR_LOG_INTERVAL_SECONDS:
+            self._suppressed_errors += 1
+            return
+        if self._suppressed_errors:
+            message += f" ({self._suppressed_errors} similar errors not logged)"
+        _logger.exception(message)
+        self._last_error_log = now
+        self._suppressed_errors = 0
 
     def handle_event(self, event: Event) -> None:
         if isinstance(event, MessageRemoved):

@@ -1,12 +1,12 @@
 """Bounded map from Postfix queue ids to the span context that their delivery spans join.
 
 Entries are bounded in number and in age. Postfix logs ``removed`` when a message leaves
-the queue, and that line deletes the entry, so in steady state the map holds about the
+the queue, and that line deletes the entry, so in steady state the map contains about the
 messages that are still queued.
 
 Queue ids that a next hop reported (``250 ... queued as NEXTQID``) are provisional: most
-next hops are other machines whose logs nobody feeds in here, so these entries get a short
-time to live of their own. The first log line that uses one makes it a full entry.
+next hops are other machines whose logs this process does not read, so these entries get a
+short time to live of their own. The first log line that uses one makes it a full entry.
 """
 
 from __future__ import annotations
@@ -27,9 +27,9 @@ DEFAULT_MAX_ENTRIES = 100_000
 DEFAULT_HANDOFF_TTL_SECONDS = 600.0
 
 
-@dataclass
+@dataclass(slots=True)
 class QueueEntry:
-    """What the map stores for one queue id."""
+    """Entry stored for one queue id."""
 
     parent: SpanContext
     """Parent of the delivery spans of this queue id."""

@@ -70,7 +70,7 @@ class DeliveryService:
         return cls(follower, processor)
 
     def on_message_done(self, queue_id: str, span_context: SpanContext) -> None:
-        """Register one message that the milter handled. Never raises."""
+        """Register one message that the milter handled. Errors are logged, not raised."""
         try:
             self.processor.register_message(queue_id, span_context)
         except Exception:
