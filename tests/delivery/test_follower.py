@@ -179,3 +179,13 @@ async def test_stdin_regular_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatc
         received = [line async for line in follower.lines()]
 
     assert received == ["one", "two"]
+
+
+async def test_stdin_dev_null(monkeypatch: pytest.MonkeyPatch) -> None:
+    with open(os.devnull) as null:
+        monkeypatch.setattr(sys, "stdin", null)
+        follower = LogFollower("-")
+
+        received = [line async for line in follower.lines()]
+
+    assert received == []

@@ -5,6 +5,8 @@ from __future__ import annotations
 from datetime import datetime, timezone
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from opentelemetry_instrumentation_smtp.milter.delivery.parser import (
     Delays,
@@ -279,3 +281,18 @@ def test_transport_of() -> None:
     assert transport_of("postfix-out/smtp") == "smtp"
     assert transport_of("postfix/submission/smtpd") == "smtpd"
     assert transport_of(None) is None
+
+
+@given(
+    st.one_of(
+        st.text(max_size=400),
+        st.sampled_from([lines.SENT, lines.DEFERRED, lines.EXPIRED, lines.NOTIFICATION]).flatmap(
+            lambda line: st.integers(0, len(line)).map(lambda cut: line[:cut])
+        ),
+    )
+)
+def test_parser_never_raises(line: str) -> None:
+    parsed = parse_line(line, now=NOW, local_timezone=UTC)
+
+    assert isinstance(parsed.result, LineResult)
+    assert (parsed.event is not None) == (parsed.result is LineResult.EVENT)

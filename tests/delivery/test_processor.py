@@ -8,6 +8,7 @@ import pytest
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.trace import SpanContext, SpanKind, StatusCode
 
+from opentelemetry_instrumentation_smtp.milter.delivery import processor as processor_module
 from opentelemetry_instrumentation_smtp.milter.delivery.parser import LineResult
 from opentelemetry_instrumentation_smtp.milter.delivery.processor import DeliveryProcessor
 from opentelemetry_instrumentation_smtp.milter.delivery.queue_map import QueueIdMap
@@ -536,3 +537,18 @@ def test_recording_error_logged_once_per_minute(
         f"Failed to record the delivery event of queue id {QUEUE_ID} (1 similar errors not logged)",
     ]
     assert all(record.exc_info is not None for record in errors)
+
+
+def test_pending_events_bounded(telemetry: Telemetry, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(processor_module, "MAX_PENDING_EVENTS", 2)
+    processor = make_processor(telemetry, unmatched_delay=3600.0)
+
+    processor.process_line(lines.DEFERRED)
+    processor.process_line(lines.CONNECTION_REFUSED)
+    assert deliver_spans(telemetry) == []
+    processor.process_line(lines.BOUNCED)
+
+    # The oldest queue id's events were recorded as unmatched to make room.
+    (span,) = deliver_spans(telemetry)
+    assert dict(span.attributes or {})["smtp.delivery.status"] == "deferred"
+    assert processor.pending_count == 2

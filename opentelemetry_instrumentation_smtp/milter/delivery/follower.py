@@ -126,37 +126,38 @@ class LogFollower:
             self._close()
 
     async def _stdin_lines(self) -> AsyncIterator[str]:
-        stdin: Any = sys.stdin.buffer
-        mode = os.fstat(stdin.fileno()).st_mode
-        if stat.S_ISFIFO(mode) or stat.S_ISSOCK(mode) or stat.S_ISCHR(mode):
-            loop = asyncio.get_running_loop()
-            reader = asyncio.StreamReader(limit=_READ_SIZE)
-            protocol = asyncio.StreamReaderProtocol(reader)
-            try:
-                transport, _ = await loop.connect_read_pipe(lambda: protocol, stdin)
-            except (OSError, ValueError) as error:
-                # /dev/null and some character devices cannot be polled.
-                _logger.info("Standard input cannot be polled (%s); reading it in a thread", error)
-            else:
-                try:
-                    while chunk := await reader.read(_READ_SIZE):
-                        for line in self._splitter.feed(chunk):
-                            yield line
-                finally:
-                    transport.close()
-                rest = self._splitter.flush()
-                if rest:
-                    yield rest
-                _logger.info("Standard input closed; the Postfix log follower stops")
-                return
-        # A regular file redirected to standard input: read it to its end.
-        while chunk := await asyncio.to_thread(stdin.read1, _READ_SIZE):
+        async for chunk in self._stdin_chunks():
             for line in self._splitter.feed(chunk):
                 yield line
         rest = self._splitter.flush()
         if rest:
             yield rest
         _logger.info("Standard input closed; the Postfix log follower stops")
+
+    async def _stdin_chunks(self) -> AsyncIterator[bytes]:
+        stdin: Any = sys.stdin.buffer
+        mode = os.fstat(stdin.fileno()).st_mode
+        # Pipes, sockets and terminals can be polled. Other character devices such as
+        # /dev/null cannot, and epoll rejects them only after connect_read_pipe returned.
+        pollable = stat.S_ISFIFO(mode) or stat.S_ISSOCK(mode) or os.isatty(stdin.fileno())
+        if pollable:
+            loop = asyncio.get_running_loop()
+            reader = asyncio.StreamReader(limit=_READ_SIZE)
+            protocol = asyncio.StreamReaderProtocol(reader)
+            try:
+                transport, _ = await loop.connect_read_pipe(lambda: protocol, stdin)
+            except (OSError, ValueError) as error:
+                _logger.info("Standard input cannot be polled (%s); reading it in a thread", error)
+            else:
+                try:
+                    while chunk := await reader.read(_READ_SIZE):
+                        yield chunk
+                finally:
+                    transport.close()
+                return
+        # A regular file or a device redirected to standard input: read it to its end.
+        while chunk := await asyncio.to_thread(stdin.read1, _READ_SIZE):
+            yield chunk
 
     async def _file_lines(self) -> AsyncIterator[str]:
         await self._open(at_end=not self.from_start)
