@@ -196,7 +196,14 @@ class Handlers:
             if transaction.payload_prepared:
                 return None
             # send_message started the transaction and flattened the message; this is
-            # the first point where its bytes are known.
+            # the first point where its bytes are known. The envelope is recorded again
+            # because send_message takes it from the headers when the caller gave none.
+            guarded(
+                "recording the envelope",
+                transaction.set_envelope,
+                sender_arg.get(args, kwargs),
+                recipients_arg.get(args, kwargs),
+            )
             return self._with_payload(transaction, message_arg, args, kwargs, message)
 
         _close_open(client)

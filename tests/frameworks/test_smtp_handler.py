@@ -151,3 +151,20 @@ def test_internal_error_below_handler_level(
     assert traceparent == span_traceparent(span)
     assert body_text(rest).strip() == APP_LOG_TEXT
     assert _diagnostics.error_counts() == {"request_hook": 1}
+
+
+def test_capture_addresses_from_headers(
+    telemetry: Telemetry, server: RecordingServer, root_handler: SMTPHandler
+) -> None:
+    # SMTPHandler calls send_message without addresses, so smtplib takes the envelope
+    # from the From and To headers; the span records that envelope.
+    instrumentor = SmtpInstrumentor()
+    instrumentor.instrument(tracer_provider=telemetry.tracer_provider, capture_addresses=True)
+    try:
+        logging.getLogger("shop.payments").error(APP_LOG_TEXT)
+    finally:
+        instrumentor.uninstrument()
+
+    attributes = dict(telemetry.one_span("smtp send").attributes or {})
+    assert attributes["smtp.envelope.from"] == "app@example.com"
+    assert tuple(attributes["smtp.envelope.to"]) == ("ops@example.com",)  # type: ignore[arg-type]
