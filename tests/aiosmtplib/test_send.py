@@ -173,7 +173,7 @@ async def test_send_message_leaves_message_unchanged(
 async def test_send_message_same_result_object(
     instrument: SmtpInstrumentor, server: RecordingServer, client: aiosmtplib.SMTP
 ) -> None:
-    sentinel = ({}, "sentinel")
+    sentinel: tuple[dict[str, object], str] = ({}, "sentinel")
 
     class Fixed(aiosmtplib.SMTP):
         async def sendmail(self, *args: object, **kwargs: object) -> object:  # type: ignore[override]
