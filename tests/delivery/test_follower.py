@@ -6,7 +6,7 @@ import asyncio
 import io
 import os
 import sys
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from pathlib import Path
 
 import pytest
@@ -17,7 +17,7 @@ from opentelemetry_instrumentation_smtp.milter.delivery.follower import LineSpli
 LINE_WAIT_SECONDS = 10.0
 
 
-async def next_line(lines: AsyncIterator[str]) -> str:
+async def next_line(lines: AsyncGenerator[str, None]) -> str:
     return await asyncio.wait_for(anext(lines), LINE_WAIT_SECONDS)
 
 

@@ -197,7 +197,7 @@ def test_delivery_spans_join_client_trace(
     spans = deliver_spans(telemetry)
     assert all(span.context is not None and span.context.trace_id == trace_id for span in spans)
     attempts = {
-        attributes_of(span)["smtp.delivery.status"]: span
+        str(attributes_of(span)["smtp.delivery.status"]): span
         for span in spans
         if attributes_of(span)["smtp.queue_id"] == queue_id
     }

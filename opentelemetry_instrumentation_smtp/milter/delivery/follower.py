@@ -16,7 +16,7 @@ import logging
 import os
 import stat
 import sys
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from typing import Any, BinaryIO
 
 _logger = logging.getLogger(__name__)
@@ -114,7 +114,7 @@ class LogFollower:
         # Set once a file is open and positioned, so that callers can wait for it.
         self.opened = asyncio.Event()
 
-    async def lines(self) -> AsyncIterator[str]:
+    async def lines(self) -> AsyncGenerator[str, None]:
         if self.path == STDIN:
             async for line in self._stdin_lines():
                 yield line
