@@ -57,9 +57,12 @@ _QUEUE_ID_PATTERNS = (
     re.compile(r"\bid=([A-Za-z0-9]{4,}-[A-Za-z0-9]{4,}-[A-Za-z0-9]{2,})\b"),
 )
 
-# An addr-spec as it appears in reply texts, with or without angle brackets. It is
+# An addr-spec as it appears in reply texts, with or without angle brackets, including
+# quoted local parts ("john doe"@example.com) and domain literals (user@[192.0.2.1]). It is
 # deliberately loose: redaction must err on the side of removing too much.
-_ADDRESS = re.compile(r"<?[^\s<>@\"()\[\],;:]+@[^\s<>@\"()\[\],;:]+>?")
+_ADDRESS = re.compile(
+    r"<?(?:\"[^\"\r\n]*\"|[^\s<>@\"()\[\],;:]+)@(?:\[[^\]\s]*\]|[^\s<>@\"()\[\],;:]+)>?"
+)
 REDACTED_ADDRESS = "<redacted>"
 
 

@@ -10,13 +10,44 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import Any, TypeVar
 
 TRACEPARENT = "traceparent"
 TRACESTATE = "tracestate"
 
-# RFC 5322 section 2.2 recommends lines of at most 78 characters.
+# RFC 5322 section 2.1.1 recommends lines of at most 78 characters and forbids more
+# than 998; servers reject longer lines ("500 Line too long").
 FOLD_WIDTH = 78
+MAX_LINE_LENGTH = 998
+
+# Fields that describe the message itself. A propagator must never write them, because
+# they would change who the message is from, to whom it goes, or how it is parsed.
+_RESERVED_FIELDS = frozenset(
+    {
+        "from",
+        "sender",
+        "reply-to",
+        "to",
+        "cc",
+        "bcc",
+        "subject",
+        "date",
+        "message-id",
+        "in-reply-to",
+        "references",
+        "received",
+        "return-path",
+        "mime-version",
+        "dkim-signature",
+        "arc-seal",
+        "arc-message-signature",
+        "arc-authentication-results",
+        "authentication-results",
+        "comments",
+        "keywords",
+    }
+)
+_RESERVED_PREFIXES = ("content-", "resent-", "list-")
 
 # A field name is printable US-ASCII other than ":" (RFC 5322 section 3.6.8).
 _FIELD_NAME = re.compile(rb"[\x21-\x39\x3b-\x7e]+")
@@ -25,9 +56,6 @@ _FIELD_LINE = re.compile(rb"([\x21-\x39\x3b-\x7e]+)[ \t]*:")
 # would need RFC 2047 encoding, and no CR or LF that could end the line early.
 _SAFE_VALUE = re.compile(r"[\x20-\x7e\t]*")
 _TRACEPARENT_VALUE = re.compile(r"^([0-9a-f]{2})-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})$")
-
-# Payloads longer than this are not searched beyond it for the end of the header section.
-_MAX_HEADER_SCAN = 1024 * 1024
 
 Payload = TypeVar("Payload", str, bytes)
 
@@ -40,6 +68,7 @@ class HeaderSummary:
     line_ending: bytes
     traceparent: str | None
     message_id: str | None
+    has_tracestate: bool = False
 
 
 def _as_bytes(payload: str | bytes) -> bytes:
@@ -54,13 +83,14 @@ def _header_section(data: bytes) -> bytes:
     """Return the header section without the blank line that ends it."""
     if data.startswith((b"\r\n", b"\n")):
         return b""
-    # The window is searched in place, and an LF-only blank line only in front of the
-    # first CRLF one, so a large CRLF message is neither copied nor read to the window's end.
-    end = data.find(b"\r\n\r\n", 0, _MAX_HEADER_SCAN)
-    lf_end = data.find(b"\n\n", 0, end if end >= 0 else _MAX_HEADER_SCAN)
+    # An LF-only blank line is searched only in front of the first CRLF one, so a large
+    # CRLF message is read no further than its header section. There is no size limit:
+    # a traceparent deep in a large header section must still be found.
+    end = data.find(b"\r\n\r\n")
+    lf_end = data.find(b"\n\n", 0, end if end >= 0 else len(data))
     if lf_end >= 0:
         end = lf_end
-    return data[:end] if end >= 0 else data[:_MAX_HEADER_SCAN]
+    return data[:end] if end >= 0 else data
 
 
 def _unfolded_fields(section: bytes) -> Iterable[tuple[str, str]]:
@@ -110,12 +140,15 @@ def summarize(payload: str | bytes) -> HeaderSummary:
 
     traceparent: str | None = None
     message_id: str | None = None
+    has_tracestate = False
     for name, value in _unfolded_fields(_header_section(data)):
         if name == TRACEPARENT and traceparent is None:
             traceparent = value
+        elif name == TRACESTATE:
+            has_tracestate = True
         elif name == "message-id" and message_id is None:
             message_id = value
-    return HeaderSummary(can_insert, line_ending, traceparent, message_id)
+    return HeaderSummary(can_insert, line_ending, traceparent, message_id, has_tracestate)
 
 
 def is_valid_traceparent(value: str) -> bool:
@@ -142,30 +175,49 @@ def _fold_after_commas(name: str, value: str) -> list[str]:
     return lines
 
 
-def format_fields(carrier: Mapping[str, str]) -> tuple[list[str], list[str]]:
+def format_fields(carrier: Mapping[Any, Any]) -> tuple[list[str], list[str]]:
     """Turn a propagator's carrier into header lines.
 
     Returns ``(lines, rejected_field_names)``. ``traceparent`` comes first and
     ``tracestate`` second when present and non-empty; other fields follow in carrier order.
-    A field whose name or value could not be written as one plain ASCII header line (it
-    contains CR, LF or other control or non-ASCII characters) is rejected, never written.
+    A field is rejected, never written, when its name or value could not be written as
+    plain ASCII header lines (CR, LF, other control or non-ASCII characters), when a line
+    would exceed 998 characters, when it names a field of the message itself (``From``,
+    ``Subject``, ``Content-*`` and the like), when a field of the same name in another
+    letter case came first, or when it is a ``traceparent`` that is not valid W3C.
     """
     order = {TRACEPARENT: 0, TRACESTATE: 1}
-    items = sorted(carrier.items(), key=lambda item: order.get(item[0].lower(), 2))
+    items = sorted(carrier.items(), key=lambda item: order.get(str(item[0]).lower(), 2))
     lines: list[str] = []
     rejected: list[str] = []
+    seen: set[str] = set()
     for name, raw_value in items:
+        if not isinstance(name, str) or not isinstance(raw_value, str):
+            rejected.append(repr(name))
+            continue
         value = raw_value.strip()
         if not value:
             continue
-        name_ok = _FIELD_NAME.fullmatch(name.encode("ascii", errors="replace")) is not None
-        if not name_ok or not name.isascii() or not _SAFE_VALUE.fullmatch(value):
+        lower = name.lower()
+        name_ok = name.isascii() and _FIELD_NAME.fullmatch(name.encode("ascii")) is not None
+        if (
+            not name_ok
+            or not _SAFE_VALUE.fullmatch(value)
+            or lower in seen
+            or lower in _RESERVED_FIELDS
+            or lower.startswith(_RESERVED_PREFIXES)
+            or (lower == TRACEPARENT and not is_valid_traceparent(value))
+        ):
             rejected.append(name)
             continue
-        if name.lower() == TRACESTATE:
-            lines.extend(_fold_after_commas(name, value))
-        else:
-            lines.append(f"{name}: {value}")
+        field_lines = (
+            _fold_after_commas(name, value) if lower == TRACESTATE else [f"{name}: {value}"]
+        )
+        if any(len(line) > MAX_LINE_LENGTH for line in field_lines):
+            rejected.append(name)
+            continue
+        seen.add(lower)
+        lines.extend(field_lines)
     return lines, rejected
 
 

@@ -139,9 +139,12 @@ class Transaction:
             return
         if sender is not None:
             self.set_attribute(attrs.SMTP_ENVELOPE_FROM, str(sender))
-        if recipients is not None:
-            listed = [recipients] if isinstance(recipients, str) else [str(r) for r in recipients]
-            self.set_attribute(attrs.SMTP_ENVELOPE_TO, listed)
+        # Only sequences are read: iterating a generator here would use it up before the
+        # library sends RCPT.
+        if isinstance(recipients, str):
+            self.set_attribute(attrs.SMTP_ENVELOPE_TO, [recipients])
+        elif isinstance(recipients, (list, tuple)):
+            self.set_attribute(attrs.SMTP_ENVELOPE_TO, [str(r) for r in recipients])
 
     def run_request_hook(
         self, sender: str | None, recipients: Sequence[str] | str | None, message: Any
@@ -180,7 +183,13 @@ class Transaction:
                 for link in link_to_traceparent(summary.traceparent):
                     self.span.add_link(link.context)
             return payload
-        if not summary.can_insert:
+        if not summary.can_insert or summary.has_tracestate:
+            # A tracestate without a traceparent belongs to some other trace, and a
+            # traceparent put above it would be read together with it.
+            return payload
+        if isinstance(payload, str) and not payload.isascii():
+            # smtplib and aiosmtplib encode str payloads as ASCII and raise
+            # UnicodeEncodeError; the caller must get the same error for the same text.
             return payload
         lines = self.header_lines()
         if not lines:

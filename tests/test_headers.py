@@ -107,3 +107,17 @@ def test_redaction() -> None:
     assert redact_addresses(text) == (
         "5.1.1 <redacted>: Recipient address rejected; try <redacted>"
     )
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        '5.1.1 <"john doe"@example.com>: rejected',
+        "5.1.1 <user@[192.0.2.1]>: rejected",
+        "5.1.1 user@[IPv6:2001:db8::1] rejected",
+    ],
+)
+def test_redaction_of_quoted_and_literal(text: str) -> None:
+    redacted = redact_addresses(text)
+    assert "@" not in redacted
+    assert "<redacted>" in redacted

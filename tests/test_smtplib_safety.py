@@ -379,3 +379,92 @@ def test_logging_of_diagnostics_cannot_loop(
     assert len(telemetry.spans("smtp send")) == 1
     assert b"traceparent" not in server.messages[0].content
     assert TRACEPARENT.match(server.messages[1].content)
+
+
+@pytest.mark.parametrize(
+    "fields",
+    [
+        {"x-long": "v" * 1200},
+        {"From": "evil@example.com"},
+        {"content-type": "text/html"},
+        {"Resent-To": "evil@example.com"},
+        {"TRACEPARENT": "garbage"},
+    ],
+    ids=["over-998", "from", "content-type", "resent", "invalid-traceparent"],
+)
+def test_propagator_fields_rejected(
+    instrumented: Any, telemetry: Telemetry, server: RecordingServer, fields: dict[str, str]
+) -> None:
+    traceparent = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+    instrumented(propagator=FieldsPropagator({**fields, "traceparent": traceparent}))
+    assert send(server) == {}
+    # Only the valid traceparent is written. For "TRACEPARENT: garbage", the invalid field
+    # is rejected and the valid one of the same name in another case is written instead.
+    assert server.messages[0].content == f"traceparent: {traceparent}\r\n".encode() + RAW
+
+
+def test_duplicate_names_written_once(
+    instrumented: Any, telemetry: Telemetry, server: RecordingServer
+) -> None:
+    first = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+    second = "00-1af7651916cd43dd8448eb211c80319c-c7ad6b7169203331-01"
+    instrumented(propagator=FieldsPropagator({"traceparent": first, "TraceParent": second}))
+    send(server)
+    content = server.messages[0].content
+    assert content.lower().count(b"traceparent") == 1
+
+
+def test_non_ascii_str_raises_same_error(
+    instrumented: Any, telemetry: Telemetry, server: RecordingServer
+) -> None:
+    payload = "Subject: caf\u00e9\r\n\r\nb\r\n"
+    with pytest.raises(UnicodeEncodeError) as plain:
+        with suppress_instrumentation():
+            send(server, payload)
+    instrumented()
+    with pytest.raises(UnicodeEncodeError) as traced:
+        send(server, payload)
+    assert traced.value.args == plain.value.args
+    assert str(traced.value) == str(plain.value)
+
+
+def test_tracestate_without_traceparent_untouched(
+    instrumented: Any, telemetry: Telemetry, server: RecordingServer
+) -> None:
+    instrumented()
+    payload = b"tracestate: a=b\r\nSubject: x\r\n\r\nb\r\n"
+    send(server, payload)
+    assert server.messages[0].content == payload
+    assert (
+        dict(telemetry.one_span("smtp send").attributes or {})["smtp.trace_context.injected"]
+        is False
+    )
+
+
+def test_traceparent_deep_in_large_header(
+    instrumented: Any, telemetry: Telemetry, server: RecordingServer
+) -> None:
+    instrumented()
+    filler = b"".join(b"X-Filler-%d: %s\r\n" % (i, b"y" * 60) for i in range(30000))
+    existing = b"traceparent: 00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01\r\n"
+    payload = filler + existing + b"Subject: big\r\n\r\nbody\r\n"
+    assert len(filler) > 2 * 1024 * 1024
+    send(server, payload)
+    assert server.messages[0].content == payload
+    assert len(telemetry.one_span("smtp send").links) == 1
+
+
+def test_generator_recipients_not_consumed(telemetry: Telemetry, server: RecordingServer) -> None:
+    instrumentor = SmtpInstrumentor()
+    instrumentor.instrument(tracer_provider=telemetry.tracer_provider, capture_addresses=True)
+    try:
+        with smtplib.SMTP("127.0.0.1", server.port) as client:
+            client.ehlo()
+            client.mail("a@example.com")
+            recipients = (address for address in ["b@example.com"])
+            for address in recipients:
+                client.rcpt(address)
+            client.data(RAW)
+    finally:
+        instrumentor.uninstrument()
+    assert server.messages[0].rcpt_tos == ["b@example.com"]
