@@ -1,0 +1,229 @@
+"""Cost of the aiosmtplib instrumentation: sequential sends and 100 concurrent sends.
+
+Run from the repository root (needs aiosmtpd and aiosmtplib in the environment)::
+
+    python benchmarks/aiosmtplib_bench.py
+
+Every send goes to an aiosmtpd server in a child process that discards the message. It
+times, in three modes run interleaved on one event loop:
+
+- ``SMTP.sendmail`` of a 1 KB and of a 10 MB message over one open connection;
+- 100 concurrent 1 KB ``sendmail`` calls from 100 tasks over 10 open connections, which
+  aiosmtplib serialises per connection (one timed call is the whole batch).
+
+The modes are ``off`` (not instrumented), ``traces`` (the SDK's TracerProvider with a
+BatchSpanProcessor and an exporter that drops the spans, and a no-op meter) and
+``traces+metrics`` (the same plus the SDK's MeterProvider with an in-memory reader). It
+also measures the tracemalloc peak of one 10 MB send per mode, and prints Markdown for
+docs/benchmarks.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import shlex
+import sys
+from collections.abc import Callable, Coroutine
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import aiosmtplib
+from opentelemetry.metrics import MeterProvider, NoOpMeterProvider
+from opentelemetry.sdk.metrics import MeterProvider as SdkMeterProvider
+from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import BatchSpanProcessor
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from _sinks import sink
+from _timing import (
+    Mode,
+    NoOpSpanExporter,
+    Timings,
+    interleave,
+    machine_description,
+    peak_memory,
+)
+
+from opentelemetry_instrumentation_smtp import SmtpInstrumentor
+
+OFF, TRACES, METRICS = "off", "traces", "traces+metrics"
+
+SENDER = "bench@example.test"
+RECIPIENTS = ["sink@example.test"]
+CONCURRENT_SENDS = 100
+CONNECTIONS = 10
+
+# Name, message size in bytes, concurrent sends per timed call, timed calls per mode and round.
+CASES = (
+    ("1 KB", 1_000, 1, 200),
+    ("10 MB", 10_000_000, 1, 3),
+    (f"{CONCURRENT_SENDS} x 1 KB concurrent", 1_000, CONCURRENT_SENDS, 10),
+)
+TARGET_RATIO = {"1 KB": 1.05, "10 MB": 1.02}
+
+
+def build_message(size: int) -> bytes:
+    """Build a CRLF message of exactly ``size`` bytes with 78-character body lines."""
+    header = (
+        b"From: bench@example.test\r\nTo: sink@example.test\r\nSubject: benchmark\r\n"
+        b"Message-ID: <bench@example.test>\r\n\r\n"
+    )
+    line = b"x" * 76 + b"\r\n"
+    body_size = size - len(header)
+    body = line * (body_size // len(line))
+    body += b"y" * (body_size - len(body))
+    return header + body
+
+
+@dataclass
+class Providers:
+    """The SDK providers shared by every instrumented mode."""
+
+    tracer: TracerProvider
+    meter: SdkMeterProvider
+
+    @classmethod
+    def create(cls) -> Providers:
+        tracer = TracerProvider()
+        tracer.add_span_processor(BatchSpanProcessor(NoOpSpanExporter()))
+        meter = SdkMeterProvider(metric_readers=[InMemoryMetricReader()])
+        return cls(tracer, meter)
+
+
+def build_modes(providers: Providers) -> list[Mode]:
+    instrumentor = SmtpInstrumentor()
+
+    def instrument(meter: MeterProvider) -> None:
+        instrumentor.instrument(tracer_provider=providers.tracer, meter_provider=meter)
+
+    def nothing() -> None:
+        return None
+
+    return [
+        Mode(OFF, nothing, nothing),
+        Mode(TRACES, lambda: instrument(NoOpMeterProvider()), instrumentor.uninstrument),
+        Mode(METRICS, lambda: instrument(providers.meter), instrumentor.uninstrument),
+    ]
+
+
+class Clients:
+    """Open aiosmtplib connections, driven from one event loop outside any coroutine."""
+
+    def __init__(self, port: int) -> None:
+        self.loop = asyncio.new_event_loop()
+        self.port = port
+        self.clients: list[aiosmtplib.SMTP] = []
+        for _ in range(CONNECTIONS):
+            client = aiosmtplib.SMTP(hostname="127.0.0.1", port=port, start_tls=False)
+            self.run(client.connect())
+            self.run(client.ehlo())
+            self.clients.append(client)
+
+    def run(self, coroutine: Coroutine[Any, Any, Any]) -> Any:
+        return self.loop.run_until_complete(coroutine)
+
+    def operation(self, message: bytes, concurrent: int) -> Callable[[], object]:
+        """Return a call that sends ``concurrent`` copies of ``message`` and waits for all."""
+        if concurrent == 1:
+            client = self.clients[0]
+            return lambda: self.run(client.sendmail(SENDER, RECIPIENTS, message))
+
+        async def batch() -> None:
+            await asyncio.gather(
+                *(
+                    self.clients[index % CONNECTIONS].sendmail(SENDER, RECIPIENTS, message)
+                    for index in range(concurrent)
+                )
+            )
+
+        return lambda: self.run(batch())
+
+    def close(self) -> None:
+        for client in self.clients:
+            self.run(client.quit())
+        self.loop.close()
+
+
+def run(rounds: int) -> tuple[dict[str, Timings], dict[str, int]]:
+    providers = Providers.create()
+    results: dict[str, Timings] = {}
+    peaks: dict[str, int] = {}
+    with sink("smtp") as port:
+        clients = Clients(port)
+        for name, size, concurrent, calls in CASES:
+            print(f"timing {name} ...", file=sys.stderr, flush=True)
+            operation = clients.operation(build_message(size), concurrent)
+            results[name] = interleave(operation, build_modes(providers), rounds, calls)
+
+        print("measuring peak memory ...", file=sys.stderr, flush=True)
+        big = clients.operation(build_message(10_000_000), 1)
+        for mode in build_modes(providers):
+            peaks[mode.name] = peak_memory(big, mode)
+        clients.close()
+    providers.tracer.shutdown()
+    providers.meter.shutdown()
+    return results, peaks
+
+
+def _ms(nanoseconds: float) -> str:
+    return f"{nanoseconds / 1e6:.3f}"
+
+
+def _ratio(timings: Timings, mode: str) -> str:
+    low, high = timings.round_ratio_range(mode, OFF)
+    return f"{timings.ratio(mode, OFF):.3f} ({low:.2f}-{high:.2f})"
+
+
+def report(results: dict[str, Timings], peaks: dict[str, int], rounds: int) -> list[str]:
+    command = shlex.join(["python", "benchmarks/aiosmtplib_bench.py", *sys.argv[1:]])
+    lines = ["## aiosmtplib", "", f"Command: `{command}` ({rounds} rounds)", ""]
+    lines += [f"aiosmtplib {aiosmtplib.__version__}. Machine:", ""]
+    lines += [f"- {line}" for line in machine_description()]
+    lines += [
+        "",
+        "`SMTP.sendmail` over one connection, and a batch of "
+        f"{CONCURRENT_SENDS} concurrent sends from",
+        f"{CONCURRENT_SENDS} tasks over {CONNECTIONS} connections (one timed call is the "
+        "whole batch). Median of every",
+        "call; ratio of medians, with the smallest and largest per-round ratio in brackets:",
+        "",
+        "| case | off (ms) | traces (ms) | traces / off | traces+metrics (ms) "
+        "| traces+metrics / off | CPU traces / off |",
+        "| --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for name, timings in results.items():
+        lines.append(
+            f"| {name} | {_ms(timings.median_wall(OFF))} | {_ms(timings.median_wall(TRACES))} "
+            f"| {_ratio(timings, TRACES)} | {_ms(timings.median_wall(METRICS))} "
+            f"| {_ratio(timings, METRICS)} | {timings.cpu_ratio(TRACES, OFF):.3f} |"
+        )
+    lines += ["", "Targets:", ""]
+    for name, target in TARGET_RATIO.items():
+        for mode in (TRACES, METRICS):
+            ratio = results[name].ratio(mode, OFF)
+            verdict = "met" if ratio <= target else "missed"
+            lines.append(f"- {name}, {mode}: {ratio:.3f} (target <= {target}): {verdict}")
+    lines += ["", "Peak memory of one 10 MB send (tracemalloc, bytes above the start):", ""]
+    lines += ["| mode | peak | above off | above off / message size |", "| --- | --- | --- | --- |"]
+    for mode, peak in peaks.items():
+        above = peak - peaks[OFF]
+        lines.append(f"| {mode} | {peak:,} | {above:,} | {above / 10_000_000:.4f} |")
+    return lines
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "--rounds", type=int, default=10, help="rounds of interleaved modes (default 10)"
+    )
+    args = parser.parse_args()
+    results, peaks = run(args.rounds)
+    print("\n".join(report(results, peaks, args.rounds)))
+
+
+if __name__ == "__main__":
+    main()
