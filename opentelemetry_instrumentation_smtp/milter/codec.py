@@ -86,6 +86,8 @@ class MilterCodec:
         self._max_frame_size = max_frame_size
         self._buffer = bytearray()
         self._error: ProtocolError | None = None
+        self._silent_commands: frozenset[Command] = frozenset()
+        self._reply_event_types: frozenset[type[events.Event]] = frozenset()
         self._offer: events.OptionNegotiation | None = None
         self.version = 0
         self.protocol = ProtocolFlag.NONE
@@ -93,6 +95,7 @@ class MilterCodec:
         self.negotiated = False
         # Replies the MTA waits for, oldest first: the command each one answers.
         self._owed: list[Command] = []
+        self._update_silent_commands()
 
     # Receiving.
 
@@ -174,10 +177,21 @@ class MilterCodec:
         return event
 
     def _reply_expected(self, command: Command) -> bool:
-        if command in COMMANDS_WITHOUT_REPLY or command is Command.QUIT_NEW_CONNECTION:
-            return False
-        flag = NO_REPLY_FLAG_OF_COMMAND.get(command)
-        return flag is None or not self.protocol & flag
+        return command not in self._silent_commands
+
+    def _update_silent_commands(self) -> None:
+        # Set operations on IntFlag are slow, so the flags are turned into a set once.
+        silent = set(COMMANDS_WITHOUT_REPLY)
+        silent.add(Command.QUIT_NEW_CONNECTION)
+        for command, flag in NO_REPLY_FLAG_OF_COMMAND.items():
+            if self.protocol & flag:
+                silent.add(command)
+        self._silent_commands = frozenset(silent)
+        self._reply_event_types = frozenset(
+            event_type
+            for event_type, command in events.COMMAND_OF_EVENT.items()
+            if command not in silent
+        )
 
     def _parse(self, command: Command, data: bytes) -> events.Event:
         if command is Command.OPTION_NEGOTIATION:
@@ -256,7 +270,7 @@ class MilterCodec:
 
         A batch of decoded events holds at most one such event, and it is the last.
         """
-        return self._reply_expected(events.COMMAND_OF_EVENT[type(event)])
+        return type(event) in self._reply_event_types
 
     def negotiation_reply(self) -> bytes:
         """Agree on version, actions and flags with the MTA's offer, and encode the reply."""
@@ -267,6 +281,7 @@ class MilterCodec:
         self.version = min(PROTOCOL_VERSION, offer.version)
         self.actions = self._requested_actions & offer.actions
         self.protocol = self._requested_protocol & offer.protocol
+        self._update_silent_commands()
         if self._macro_requests and offer.actions & Action.SET_SYMBOL_LIST:
             self.actions |= Action.SET_SYMBOL_LIST
         data = _OPTION_NEGOTIATION.pack(self.version, self.actions, self.protocol)

@@ -179,9 +179,11 @@ class MtaDriver:
         """Send macros (if any) and a command; return the reply if the milter owes one."""
         if self._skipped(code):
             return None
+        # Like Postfix, the macros and their command go out in one write.
         if macros is not None:
-            self.writer.write(macro_frame(code, macros))
-        self.writer.write(frame(code, data))
+            self.writer.write(macro_frame(code, macros) + frame(code, data))
+        else:
+            self.writer.write(frame(code, data))
         if not self._wants_reply(code):
             return None
         await self.writer.drain()
@@ -241,8 +243,9 @@ class MtaDriver:
     ) -> tuple[list[HeaderModification], Frame]:
         """Send END_OF_MESSAGE; return the modifications and the final reply."""
         if macros is not None:
-            self.writer.write(macro_frame(b"E", macros))
-        self.writer.write(frame(b"E", data))
+            self.writer.write(macro_frame(b"E", macros) + frame(b"E", data))
+        else:
+            self.writer.write(frame(b"E", data))
         await self.writer.drain()
         modifications: list[HeaderModification] = []
         while True:
