@@ -25,6 +25,7 @@ from opentelemetry.instrumentation.utils import unwrap
 from opentelemetry.trace import get_tracer
 
 from opentelemetry_instrumentation_smtp import _aiosmtplib, _smtplib
+from opentelemetry_instrumentation_smtp.calls import end_open_transactions
 from opentelemetry_instrumentation_smtp.metrics import ClientMetrics
 from opentelemetry_instrumentation_smtp.package import _instruments, _supports_metrics
 from opentelemetry_instrumentation_smtp.settings import (
@@ -91,4 +92,5 @@ class SmtpInstrumentor(BaseInstrumentor):  # type: ignore[misc]
         if self._aiosmtplib_wrapped:
             _aiosmtplib.uninstrument_aiosmtplib()
             self._aiosmtplib_wrapped = False
+        end_open_transactions()
         self._settings = None

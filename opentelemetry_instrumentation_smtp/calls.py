@@ -14,6 +14,7 @@ the library makes (``send_message`` calls ``sendmail``, which calls ``mail``, ``
 from __future__ import annotations
 
 import contextvars
+import weakref
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -31,6 +32,8 @@ _ACTIVE: contextvars.ContextVar[Transaction | None] = contextvars.ContextVar(
 )
 # A hand-driven transaction spans several top-level calls, so it is kept on the client.
 _OPEN_ATTRIBUTE = "_opentelemetry_smtp_open_transaction"
+# Clients with an open hand-driven transaction, so that uninstrument() can end its span.
+_OPEN_CLIENTS: weakref.WeakSet[Any] = weakref.WeakSet()
 
 _MISSING = object()
 
@@ -344,7 +347,8 @@ class Handlers:
         transaction.run_request_hook(sender, None, None)
         try:
             setattr(client, _OPEN_ATTRIBUTE, transaction)
-        except AttributeError:
+            _OPEN_CLIENTS.add(client)
+        except (AttributeError, TypeError):
             report("keeping the transaction on the client")
             transaction.abort("smtp.client_not_traceable")
             return None
@@ -406,3 +410,18 @@ def _traceparent_of_message(message: Any) -> str | None:
         return None
     values = get_all("traceparent") or []
     return str(values[0]).strip() if values else None
+
+
+def end_open_transactions() -> None:
+    """End the spans of hand-driven transactions still open when instrumentation is removed.
+
+    The rest of such a transaction runs uninstrumented: DATA goes out without inserted
+    lines, although a ``SIZE=`` given to MAIL was already grown. The span ends without
+    an error status and with an ``smtp.uninstrumented`` event.
+    """
+    for client in list(_OPEN_CLIENTS):
+        transaction = _open_transaction(client)
+        if transaction is not None:
+            guarded("ending an open transaction", transaction.end_uninstrumented)
+        guarded("forgetting an open transaction", setattr, client, _OPEN_ATTRIBUTE, None)
+    _OPEN_CLIENTS.clear()

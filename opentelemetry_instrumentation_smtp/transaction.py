@@ -258,6 +258,12 @@ class Transaction:
         finally:
             self.span.end()
 
+    def end_uninstrumented(self) -> None:
+        """End the span because the instrumentation was removed in mid-transaction."""
+        if not self.ended:
+            self.span.add_event("smtp.uninstrumented")
+            self.end()
+
     def abort(self, reason: str = attrs.ERROR_TRANSACTION_ABORTED) -> None:
         """End a hand-driven transaction that stopped before the server took the message."""
         if self.ended:

@@ -113,3 +113,21 @@ def test_capture_environment_variable(
         instrumentor.uninstrument()
     attributes = dict(telemetry.one_span("smtp send").attributes or {})
     assert attributes["smtp.envelope.from"] == "a@example.com"
+
+
+def test_uninstrument_mid_transaction_ends_span(
+    telemetry: Telemetry, server: RecordingServer
+) -> None:
+    instrumentor = SmtpInstrumentor()
+    instrumentor.instrument(tracer_provider=telemetry.tracer_provider)
+    client = smtplib.SMTP("127.0.0.1", server.port)
+    client.ehlo()
+    client.mail("a@example.com")
+    client.rcpt("b@example.com")
+    instrumentor.uninstrument()
+    span = telemetry.one_span("smtp send")
+    assert [event.name for event in span.events] == ["smtp.uninstrumented"]
+    assert client.data(RAW)[0] == 250
+    client.quit()
+    assert server.messages[0].content == RAW
+    assert len(telemetry.spans("smtp send")) == 1
