@@ -17,8 +17,12 @@ Handler = Callable[[Any, tuple[Any, ...], dict[str, Any]], "Call | None"]
 Wrapper = Callable[[Callable[..., Any], Any, tuple[Any, ...], dict[str, Any]], Any]
 
 
-def _plan(handler: Handler, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Call | None:
-    return guarded(f"preparing {getattr(handler, '__name__', 'a call')}", handler, instance, args, kwargs)
+def _plan(
+    handler: Handler, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> Call | None:
+    return guarded(
+        f"preparing {getattr(handler, '__name__', 'a call')}", handler, instance, args, kwargs
+    )
 
 
 def sync_wrapper(handler: Handler) -> Wrapper:

@@ -29,7 +29,9 @@ _IN_STEP: contextvars.ContextVar[tuple[int, str] | None] = contextvars.ContextVa
 
 
 class ConnectDialect(Dialect, Protocol):
-    def connect_target(self, client: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Endpoint:
+    def connect_target(
+        self, client: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> Endpoint:
         """Return the server address and port that a connect call is about to use."""
 
     def remember_target(self, client: Any, target: Endpoint) -> None:
@@ -141,7 +143,11 @@ class _Once:
         if endpoint is None:
             return
         for key, value in endpoint.attributes().items():
-            if key in (attrs.NETWORK_PEER_ADDRESS, attrs.NETWORK_PEER_PORT, attrs.NETWORK_TRANSPORT):
+            if key in (
+                attrs.NETWORK_PEER_ADDRESS,
+                attrs.NETWORK_PEER_PORT,
+                attrs.NETWORK_TRANSPORT,
+            ):
                 self.span.set_attribute(key, value)
 
     def _set_reply(self, reply: Reply) -> None:
