@@ -195,18 +195,21 @@ def report(results: dict[str, Timings], peaks: dict[str, int], rounds: int) -> l
         "| traces+metrics / off | CPU traces / off |",
         "| --- | --- | --- | --- | --- | --- | --- |",
     ]
+
     for name, timings in results.items():
         lines.append(
             f"| {name} | {_ms(timings.median_wall(OFF))} | {_ms(timings.median_wall(TRACES))} "
             f"| {_ratio(timings, TRACES)} | {_ms(timings.median_wall(METRICS))} "
             f"| {_ratio(timings, METRICS)} | {timings.cpu_ratio(TRACES, OFF):.3f} |"
         )
+
     lines += ["", "Targets:", ""]
     for name, target in TARGET_RATIO.items():
         for mode in (TRACES, METRICS):
             ratio = results[name].ratio(mode, OFF)
             verdict = "met" if ratio <= target else "missed"
             lines.append(f"- {name}, {mode}: {ratio:.3f} (target <= {target}): {verdict}")
+
     lines += ["", "Peak memory of one 10 MB send (tracemalloc, bytes above the start):", ""]
     lines += ["| mode | peak | above off | above off / message size |", "| --- | --- | --- | --- |"]
     for mode, peak in peaks.items():

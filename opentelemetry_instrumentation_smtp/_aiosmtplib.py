@@ -14,6 +14,11 @@ because they only call wrapped methods:
 The argument layouts are read from the installed version's signatures: aiosmtplib 2.x
 accepts the message, sender and recipients by keyword, while 3.0 and later make them
 positional-only. A wrapper passes every call on in the form the caller used.
+
+NOTE: aiosmtplib serialises ``sendmail`` calls on one connection with a lock taken
+inside ``sendmail``. The send span starts before that, because the message and the
+``SIZE=`` computed from it must carry the span's context. On a connection shared by
+several tasks, the span and the duration metric therefore include the wait for that lock.
 """
 
 from __future__ import annotations
@@ -78,7 +83,7 @@ _wrapped: list[tuple[type, str]] = []
 
 
 class AiosmtplibDialect:
-    """What the core needs to know about aiosmtplib."""
+    """The aiosmtplib facts the core needs: reply and exception forms, addresses, sizes."""
 
     def __init__(self, connect: Callable[..., Any], default_token: object) -> None:
         self._hostname = _arg(connect, "hostname")
@@ -167,8 +172,12 @@ class AiosmtplibDialect:
         if sock is not None:
             unix = sock.family == getattr(socket, "AF_UNIX", None)
             return Endpoint(hostname, None if unix else port, transport="unix" if unix else "tcp")
-        if not port:
-            port = _TLS_PORT if use_tls else _STARTTLS_PORT if start_tls else _SMTP_PORT
+        if not port and use_tls:
+            port = _TLS_PORT
+        elif not port and start_tls:
+            port = _STARTTLS_PORT
+        elif not port:
+            port = _SMTP_PORT
         return Endpoint(str(hostname or "localhost"), int(port), transport="tcp")
 
     def _option(self, arg: Arg, args: tuple[Any, ...], kwargs: dict[str, Any], current: Any) -> Any:
@@ -246,8 +255,8 @@ def _build_handlers(
 def instrument_aiosmtplib(settings: Settings) -> bool:
     """Wrap aiosmtplib when a supported version is importable; return whether it was.
 
-    When aiosmtplib is missing, out of the supported range or not usable, one log line
-    says why and nothing is wrapped; smtplib is instrumented regardless.
+    When aiosmtplib is missing, out of the supported range or not usable, nothing is
+    wrapped and one log line gives the reason. smtplib is instrumented regardless.
     """
     try:
         import aiosmtplib

@@ -23,8 +23,8 @@ from tests.aiosmtplib.support import (
 from tests.conftest import Telemetry
 from tests.smtpserver import RecordingServer
 
-# aiosmtplib 5.1 drops a reply that arrives while no command waits for one; before that a
-# late reply to a cancelled DATA is read as the reply to the next command.
+# aiosmtplib 5.1 drops a reply that arrives while no command waits for one. Earlier
+# versions read a late reply to a cancelled DATA as the reply to the next command.
 DROPS_STALE_REPLIES = hasattr(aiosmtplib.protocol.SMTPProtocol, "_set_response_exception")
 
 CANCELLED = "asyncio.exceptions.CancelledError"
