@@ -262,13 +262,13 @@ class MilterCodec:
     # Replying.
 
     def reply_expected(self) -> bool:
-        """Whether the MTA waits for a reply to a command decoded so far."""
+        """Return whether the MTA waits for a reply to a command decoded so far."""
         return bool(self._owed)
 
     def needs_reply(self, event: events.Event) -> bool:
-        """Whether the MTA waits for a reply to ``event``, given the negotiated flags.
+        """Return whether the MTA waits for a reply to ``event``, given the negotiated flags.
 
-        A batch of decoded events holds at most one such event, and it is the last.
+        A batch of decoded events contains at most one such event, and it is the last.
         """
         return type(event) in self._reply_event_types
 

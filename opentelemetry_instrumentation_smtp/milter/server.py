@@ -297,7 +297,7 @@ def _quick_ack_function(transport: asyncio.Transport) -> Callable[[], None] | No
 
     With the no-reply flags, the MTA sends several small frames in a row and the milter
     sends nothing back. Postfix 3.7 does not disable Nagle's algorithm on milter sockets,
-    so it holds each further frame until the previous one is acknowledged, and delayed
+    so it delays each further frame until the previous one is acknowledged, and delayed
     ACKs made that wait up to 40 ms per SMTP command in a measurement. Linux clears
     TCP_QUICKACK after some reads, so the option is set again after every read.
     """

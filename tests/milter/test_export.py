@@ -17,7 +17,7 @@ from .test_server import metric_points
 
 
 class GatedExporter(SpanExporter):
-    """Blocks every export until the gate opens; can be told to fail."""
+    """Blocks every export until the gate opens, then returns ``result``."""
 
     def __init__(self, result: SpanExportResult = SpanExportResult.SUCCESS) -> None:
         self.gate = threading.Event()
