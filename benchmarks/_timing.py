@@ -8,6 +8,7 @@ the median of every timed call, and the ratio of each mode's median to the basel
 from __future__ import annotations
 
 import gc
+import os
 import platform
 import random
 import statistics
@@ -130,7 +131,7 @@ def peak_memory(operation: Callable[[], object], mode: Mode, repeats: int = 3) -
 
 
 def machine_description() -> list[str]:
-    """Describe the CPU (from ``lscpu``), the OS and the Python interpreter."""
+    """Describe the CPU (from ``lscpu``), the OS, the load and the Python interpreter."""
     lines: list[str] = []
     try:
         lscpu = subprocess.run(["lscpu"], capture_output=True, text=True, check=True).stdout
@@ -142,5 +143,7 @@ def machine_description() -> list[str]:
         if key.strip() in fields:
             lines.append(f"{key.strip()}: {value.strip()}")
     lines.append(f"OS: {platform.platform()}")
+    one, five, _ = os.getloadavg()
+    lines.append(f"Load average at the end of the run: {one:.2f} (1 min), {five:.2f} (5 min)")
     lines.append(f"Python: {platform.python_implementation()} {platform.python_version()}")
     return lines

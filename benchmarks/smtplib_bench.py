@@ -71,6 +71,33 @@ def build_message(size: int) -> bytes:
     return header + body
 
 
+class ScriptedSMTP(smtplib.SMTP):
+    """An SMTP client that talks to no server: every command gets a canned reply.
+
+    Timing ``sendmail`` on it isolates the client's own CPU work, which the network
+    and the server process hide in the loopback numbers.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._last_command = ""
+        self.ehlo_resp = b"scripted"
+        self.does_esmtp = True
+        self.esmtp_features = {"size": "", "8bitmime": ""}
+
+    def putcmd(self, cmd: str, args: str = "") -> None:
+        self._last_command = cmd
+
+    def send(self, s: object) -> None:
+        return None
+
+    def getreply(self) -> tuple[int, bytes]:
+        if self._last_command == "data":
+            self._last_command = "message"
+            return 354, b"End data with <CR><LF>.<CR><LF>"
+        return 250, b"2.0.0 Ok: queued as BENCH0001"
+
+
 @dataclass
 class Providers:
     """The SDK providers shared by every instrumented mode."""
@@ -148,6 +175,16 @@ def run(rounds: int) -> tuple[dict[str, Timings], dict[str, Timings], dict[str, 
             )
         client.quit()
         session.close()
+
+    print("timing without a network ...", file=sys.stderr, flush=True)
+    scripted = ScriptedSMTP()
+    small = build_message(SIZES[0][1])
+    smtp_results["1 KB, no network"] = interleave(
+        lambda: scripted.sendmail("bench@example.test", ["sink@example.test"], small),
+        smtp_modes(providers),
+        rounds,
+        1000,
+    )
     providers.tracer.shutdown()
     providers.meter.shutdown()
     return smtp_results, http_results, peaks
