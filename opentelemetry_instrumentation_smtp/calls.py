@@ -23,6 +23,7 @@ from opentelemetry import context as otel_context
 from opentelemetry.context import Context
 from opentelemetry.instrumentation.utils import is_instrumentation_enabled
 
+from opentelemetry_instrumentation_smtp import headers
 from opentelemetry_instrumentation_smtp._diagnostics import guarded, is_reporting, report
 from opentelemetry_instrumentation_smtp.settings import Settings
 from opentelemetry_instrumentation_smtp.transaction import Dialect, Transaction, link_to_traceparent
@@ -210,15 +211,18 @@ class Handlers:
             return self._with_payload(transaction, message_arg, args, kwargs, message)
 
         _close_open(client)
-        summary_traceparent = guarded("inspecting the message", _traceparent_of, message)
-        transaction = self._begin(client, "sendmail", summary_traceparent)
+        summary = None
+        if isinstance(message, (str, bytes)):
+            summary = guarded("inspecting the message", headers.summarize, message)
+        traceparent = summary.traceparent if summary is not None else None
+        transaction = self._begin(client, "sendmail", traceparent)
         if transaction is None:
             return None
         sender = sender_arg.get(args, kwargs)
         recipients = recipients_arg.get(args, kwargs)
         guarded("recording the envelope", transaction.set_envelope, sender, recipients)
         transaction.run_request_hook(sender, recipients, message)
-        call = self._with_payload(transaction, message_arg, args, kwargs, message)
+        call = self._with_payload(transaction, message_arg, args, kwargs, message, summary)
         return self._owning_call(transaction, call.args, call.kwargs)
 
     def send_message(
@@ -316,8 +320,11 @@ class Handlers:
         args: tuple[Any, ...],
         kwargs: dict[str, Any],
         message: Any,
+        summary: headers.HeaderSummary | None = None,
     ) -> Call:
-        prepared = guarded("inserting the trace context", transaction.prepare_payload, message)
+        prepared = guarded(
+            "inserting the trace context", transaction.prepare_payload, message, summary
+        )
         if prepared is not None and prepared is not message:
             args, kwargs = message_arg.replace(args, kwargs, prepared)
         return Call(args, kwargs)
@@ -393,14 +400,6 @@ def _grow_size_option(options: Any, transaction: Transaction) -> list[Any] | Non
                 if extra:
                     grown[index] = f"{option[:5]}{int(size) + extra}"
                     return grown
-    return None
-
-
-def _traceparent_of(message: Any) -> str | None:
-    if isinstance(message, (str, bytes)):
-        from opentelemetry_instrumentation_smtp.headers import summarize
-
-        return summarize(message).traceparent
     return None
 
 

@@ -23,7 +23,6 @@ from opentelemetry_instrumentation_smtp.attributes import Reply
 from opentelemetry_instrumentation_smtp.settings import Settings
 
 AttributeValue = str | int | bool | Sequence[str]
-ScalarValue = str | int | bool
 Payload = TypeVar("Payload", str, bytes)
 
 _TRACEPARENT_PARSER = TraceContextTextMapPropagator()
@@ -106,6 +105,7 @@ class Transaction:
         self.message_size: int | None = None
         self._inserted_length = 0
         self._attributes: dict[str, AttributeValue] = {}
+        self._pending: dict[str, AttributeValue] = {}
         self._start = time.perf_counter()
 
         protocol = dialect.protocol_name(client)
@@ -128,11 +128,15 @@ class Transaction:
     # -- attributes ---------------------------------------------------------------
 
     def set_attribute(self, key: str, value: AttributeValue) -> None:
+        # Attributes are handed to the span in one batch (see _flush), because each
+        # separate SDK call takes the span's lock and validates again.
         self._attributes[key] = value
-        self.span.set_attribute(key, value)
+        self._pending[key] = value
 
-    def _scalars(self) -> dict[str, ScalarValue]:
-        return {k: v for k, v in self._attributes.items() if isinstance(v, (str, int, bool))}
+    def _flush(self) -> None:
+        if self._pending:
+            self.span.set_attributes(self._pending)
+            self._pending = {}
 
     def set_envelope(self, sender: str | None, recipients: Sequence[str] | str | None) -> None:
         if not self.settings.capture_addresses:
@@ -152,6 +156,7 @@ class Transaction:
         hook = self.settings.request_hook
         if hook is None or not self.span.is_recording():
             return
+        self._flush()
         envelope_to = [recipients] if isinstance(recipients, str) else recipients
         guarded("request_hook", hook, self.span, self.client, sender, envelope_to, message)
 
@@ -168,12 +173,18 @@ class Transaction:
             report(f"propagator field(s) {sorted(rejected)} not writable as a header line")
         return lines
 
-    def prepare_payload(self, payload: Payload) -> Payload:
-        """Return ``payload`` with the trace context lines inserted, when that is safe."""
+    def prepare_payload(
+        self, payload: Payload, summary: headers.HeaderSummary | None = None
+    ) -> Payload:
+        """Return ``payload`` with the trace context lines inserted, when that is safe.
+
+        ``summary`` is ``headers.summarize(payload)`` when the caller has it already.
+        """
         self.payload_prepared = True
         if not isinstance(payload, (str, bytes)):
             return payload
-        summary = headers.summarize(payload)
+        if summary is None:
+            summary = headers.summarize(payload)
         if summary.message_id:
             self.set_attribute(attrs.MESSAGING_MESSAGE_ID, summary.message_id)
         if summary.traceparent is not None:
@@ -236,7 +247,7 @@ class Transaction:
         if payload is not None:
             self.message_size = self.dialect.payload_size(payload)
             self.set_attribute(attrs.SMTP_MESSAGE_SIZE, self.message_size)
-            self.settings.metrics.record_size(self.message_size, self._scalars(), self.context)
+            self.settings.metrics.record_size(self.message_size, self._attributes, self.context)
         if reply is not None:
             self.final_reply = reply
 
@@ -249,13 +260,15 @@ class Transaction:
         self.ended = True
         try:
             self._finish_attributes(exception)
+            self._flush()
             hook = self.settings.response_hook
             if hook is not None and self.span.is_recording():
                 outcome = exception if exception is not None else result
                 guarded("response_hook", hook, self.span, self.client, outcome)
             duration = time.perf_counter() - self._start
-            self.settings.metrics.record_send(duration, self._scalars(), self.context)
+            self.settings.metrics.record_send(duration, self._attributes, self.context)
         finally:
+            self._flush()
             self.span.end()
 
     def end_uninstrumented(self) -> None:
