@@ -246,6 +246,11 @@ class Handlers:
     def mail(self, client: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Call | None:
         transaction = active_transaction(client)
         if transaction is not None:
+            # sendmail() declared SIZE= from the exact bytes it is about to send (its
+            # own line-ending conversion included), so that count is reused for
+            # smtp.message.size instead of counting the payload again.
+            options = self._mail[1].get(args, kwargs)
+            transaction.declared_size = guarded("reading SIZE=", _declared_size, options)
             return Call(
                 args,
                 kwargs,
@@ -400,6 +405,15 @@ def _grow_size_option(options: Any, transaction: Transaction) -> list[Any] | Non
                 if extra:
                     grown[index] = f"{option[:5]}{int(size) + extra}"
                     return grown
+    return None
+
+
+def _declared_size(options: Any) -> int | None:
+    if not options or isinstance(options, (str, bytes)):
+        return None
+    for option in options:
+        if isinstance(option, str) and option[:5].lower() == "size=" and option[5:].isdigit():
+            return int(option[5:])
     return None
 
 

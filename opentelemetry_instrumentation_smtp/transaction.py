@@ -103,6 +103,8 @@ class Transaction:
         self.rejected = 0
         self.final_reply: Reply | None = None
         self.message_size: int | None = None
+        # The SIZE= that the library itself put on MAIL FROM, when it did.
+        self.declared_size: int | None = None
         self._inserted_length = 0
         self._attributes: dict[str, AttributeValue] = {}
         self._pending: dict[str, AttributeValue] = {}
@@ -245,7 +247,10 @@ class Transaction:
 
     def on_data_reply(self, reply: Reply | None, payload: str | bytes | None) -> None:
         if payload is not None:
-            self.message_size = self.dialect.payload_size(payload)
+            if self.declared_size is not None and self.owner != "mail":
+                self.message_size = self.declared_size
+            else:
+                self.message_size = self.dialect.payload_size(payload)
             self.set_attribute(attrs.SMTP_MESSAGE_SIZE, self.message_size)
             self.settings.metrics.record_size(self.message_size, self._attributes, self.context)
         if reply is not None:
