@@ -14,7 +14,7 @@ from typing import Any
 from wrapt import wrap_function_wrapper
 
 from opentelemetry_instrumentation_smtp._wrappers import sync_wrapper
-from opentelemetry_instrumentation_smtp.attributes import Reply, decode_reply_text
+from opentelemetry_instrumentation_smtp.attributes import Reply, decode_reply_text, reply_from_pair
 from opentelemetry_instrumentation_smtp.calls import Arg, Handlers
 from opentelemetry_instrumentation_smtp.connection import ConnectionHandlers
 from opentelemetry_instrumentation_smtp.settings import Settings
@@ -103,9 +103,7 @@ class SmtplibDialect:
         setattr(client, _TARGET_ATTRIBUTE, target)
 
     def reply_from_result(self, result: Any) -> Reply | None:
-        if isinstance(result, tuple) and len(result) == 2 and isinstance(result[0], int):
-            return Reply(result[0], decode_reply_text(result[1]))
-        return None
+        return reply_from_pair(result)
 
     def reply_from_exception(self, exception: BaseException) -> Reply | None:
         if isinstance(exception, smtplib.SMTPResponseException):

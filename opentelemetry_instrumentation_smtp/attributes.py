@@ -103,6 +103,17 @@ def decode_reply_text(text: bytes | str) -> str:
     return " ".join(part.strip() for part in text.splitlines() if part.strip())
 
 
+def reply_from_pair(result: object) -> Reply | None:
+    """Return the reply in a ``(code, text)`` pair.
+
+    smtplib's ``mail``/``rcpt``/``data`` return such a tuple, and aiosmtplib's
+    ``SMTPResponse`` is a named tuple of the same shape.
+    """
+    if isinstance(result, tuple) and len(result) == 2 and isinstance(result[0], int):
+        return Reply(result[0], decode_reply_text(result[1]))
+    return None
+
+
 def redact_addresses(text: str) -> str:
     """Replace every email address in ``text`` with ``<redacted>``."""
     return _ADDRESS.sub(REDACTED_ADDRESS, text)

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import logging
+import ssl
 from collections.abc import Iterator
 from dataclasses import dataclass
 
 import pytest
+import trustme
 from opentelemetry import trace
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader
@@ -74,3 +76,31 @@ def server() -> Iterator[RecordingServer]:
 @pytest.fixture(autouse=True)
 def _instrumentation_logs(caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.DEBUG, logger="opentelemetry_instrumentation_smtp")
+
+
+@pytest.fixture(scope="session")
+def authority() -> trustme.CA:
+    """A test certificate authority for TLS servers on 127.0.0.1."""
+    return trustme.CA()
+
+
+@pytest.fixture
+def server_context(authority: trustme.CA) -> ssl.SSLContext:
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    authority.issue_cert("127.0.0.1", "localhost").configure_cert(context)
+    return context
+
+
+@pytest.fixture
+def client_context(authority: trustme.CA) -> ssl.SSLContext:
+    context = ssl.create_default_context()
+    authority.configure_trust(context)
+    return context
+
+
+@pytest.fixture
+def tls_server(server_context: ssl.SSLContext) -> Iterator[RecordingServer]:
+    """A server with implicit TLS, as SMTP_SSL expects."""
+    recording = RecordingServer(ssl_context=server_context).start()
+    yield recording
+    recording.stop()

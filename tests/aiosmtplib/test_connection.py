@@ -10,39 +10,12 @@ from collections.abc import Iterator
 
 import aiosmtplib
 import pytest
-import trustme
 from opentelemetry.trace import SpanKind, StatusCode
 
 from opentelemetry_instrumentation_smtp import SmtpInstrumentor
 from tests.aiosmtplib.support import RAW, RECIPIENTS, SENDER, inserted_line, split_traceparent
 from tests.conftest import Telemetry
 from tests.smtpserver import PASSWORD, USERNAME, RecordingServer
-
-
-@pytest.fixture(scope="module")
-def authority() -> trustme.CA:
-    return trustme.CA()
-
-
-@pytest.fixture
-def server_context(authority: trustme.CA) -> ssl.SSLContext:
-    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    authority.issue_cert("127.0.0.1", "localhost").configure_cert(context)
-    return context
-
-
-@pytest.fixture
-def client_context(authority: trustme.CA) -> ssl.SSLContext:
-    context = ssl.create_default_context()
-    authority.configure_trust(context)
-    return context
-
-
-@pytest.fixture
-def tls_server(server_context: ssl.SSLContext) -> Iterator[RecordingServer]:
-    recording = RecordingServer(ssl_context=server_context).start()
-    yield recording
-    recording.stop()
 
 
 @pytest.fixture
