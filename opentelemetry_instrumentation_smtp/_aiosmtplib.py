@@ -85,7 +85,16 @@ _wrapped: list[tuple[type, str]] = []
 class AiosmtplibDialect:
     """The aiosmtplib facts the core needs: reply and exception forms, addresses, sizes."""
 
-    def __init__(self, connect: Callable[..., Any], default_token: object) -> None:
+    def __init__(
+        self, connect: Callable[..., Any], default_token: object, sendmail: Callable[..., Any]
+    ) -> None:
+        # aiosmtplib 5.1 and later count SIZE= after their line-ending normalisation;
+        # earlier releases declare len() of the message as given, which differs from the
+        # bytes sent for LF-only messages. The code is checked rather than the version.
+        code = getattr(inspect.unwrap(sendmail), "__code__", None)
+        self.exact_size_option = code is not None and (
+            "normalize_message_line_endings" in code.co_names
+        )
         self._hostname = _arg(connect, "hostname")
         self._port = _arg(connect, "port")
         self._socket_path = _arg(connect, "socket_path")
@@ -215,7 +224,7 @@ def _skip_reason(module: Any) -> str | None:
 def _build_handlers(
     smtp_class: Any, settings: Settings, default_token: object
 ) -> dict[str, Handler]:
-    dialect = AiosmtplibDialect(smtp_class.connect, default_token)
+    dialect = AiosmtplibDialect(smtp_class.connect, default_token, smtp_class.sendmail)
     sendmail = smtp_class.sendmail
     send_message = smtp_class.send_message
     handlers = Handlers(

@@ -42,6 +42,9 @@ WRAPPED_METHODS: tuple[tuple[type, str], ...] = (
 class SmtplibDialect:
     """What the core needs to know about smtplib."""
 
+    # sendmail() declares len() of the bytes it then passes to data().
+    exact_size_option = True
+
     def protocol_name(self, client: Any) -> str:
         return "lmtp" if isinstance(client, smtplib.LMTP) else "smtp"
 

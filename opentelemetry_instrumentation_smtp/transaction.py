@@ -56,6 +56,10 @@ class Endpoint:
 class Dialect(Protocol):
     """What the core needs to know about one client library."""
 
+    # Whether the SIZE= that the library's sendmail() declares is the exact number of
+    # bytes it sends in DATA, so that smtp.message.size can reuse it.
+    exact_size_option: bool
+
     def protocol_name(self, client: Any) -> str:
         """Return ``smtp`` or ``lmtp``."""
 
@@ -247,7 +251,8 @@ class Transaction:
 
     def on_data_reply(self, reply: Reply | None, payload: str | bytes | None) -> None:
         if payload is not None:
-            if self.declared_size is not None and self.owner != "mail":
+            exact = self.dialect.exact_size_option and self.owner != "mail"
+            if exact and self.declared_size is not None:
                 self.message_size = self.declared_size
             else:
                 self.message_size = self.dialect.payload_size(payload)
