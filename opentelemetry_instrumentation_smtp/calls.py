@@ -5,10 +5,11 @@ to do with the outcome) or ``None`` to let the call through untouched. The sync 
 async adapters only run the wrapped method between ``with call:`` and ``call.finish()``,
 so smtplib and aiosmtplib share every line of tracing logic.
 
-Exactly one transaction exists per message: the outermost entry point (``send_message``,
-``sendmail``, or ``mail`` for a hand-driven transaction) starts it, and inner calls that
-the library makes (``send_message`` calls ``sendmail``, which calls ``mail``, ``rcpt`` and
-``data``; a subclass may call ``super()``) only report to it.
+Exactly one transaction exists per message. The outermost entry point starts it:
+``send_message``, ``sendmail``, or ``mail`` for a hand-driven transaction. The inner calls
+that the library makes only report to it. For example ``send_message`` calls
+``sendmail``, which calls ``mail``, ``rcpt`` and ``data``, and a subclass may call
+``super()``.
 """
 
 from __future__ import annotations
@@ -41,7 +42,7 @@ _MISSING = object()
 
 @dataclass(frozen=True)
 class Arg:
-    """Where a wrapped method takes one argument: its position (without self) and name."""
+    """The position (not counting self) and the name of one argument of a wrapped method."""
 
     position: int
     name: str

@@ -1,8 +1,8 @@
 """Insertion of trace context header lines at the top of a message's header section.
 
 The functions here work on the payload as the SMTP client will transmit it (``str`` or
-``bytes``) and never on the caller's ``email.message.Message``, so that the caller's object
-stays untouched and the bytes on the wire are the original bytes plus the inserted lines.
+``bytes``), never on the caller's ``email.message.Message``. So the caller's object stays
+untouched, and the bytes on the wire are the original bytes plus the inserted lines.
 """
 
 from __future__ import annotations
@@ -68,7 +68,7 @@ Payload = TypeVar("Payload", str, bytes)
 
 @dataclass(frozen=True)
 class HeaderSummary:
-    """What the insertion code needs to know about a payload's header section."""
+    """The facts about a payload's header section that insertion depends on."""
 
     can_insert: bool
     line_ending: bytes
@@ -115,9 +115,9 @@ def summarize(payload: str | bytes) -> HeaderSummary:
         line_ending = b"\n"
 
     # Insert only in front of a header field, or in front of the blank line that ends an
-    # empty header section. Anything else (an mbox "From " line, a continuation line, a
-    # body with no header section, a payload using bare CR line breaks) would be read
-    # differently by a parser once a field is put in front of it, so it is sent as it is.
+    # empty header section. A parser would read anything else differently once a field is
+    # put in front of it: an mbox "From " line, a continuation line, a body with no header
+    # section, or a payload using bare CR line breaks. Such a payload is sent as it is.
     blank_first_line = data.startswith((b"\r\n", b"\n"))
     if not data or b"\r" in first_line.rstrip(b"\r"):
         can_insert = False

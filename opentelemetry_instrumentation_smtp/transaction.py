@@ -1,6 +1,6 @@
 """One traced mail transaction: the span, the inserted headers and the recorded replies.
 
-This module knows nothing of smtplib or aiosmtplib. The adapters describe a client
+This module does not depend on smtplib or aiosmtplib. The adapters describe a client
 library with a :class:`Dialect` and report each reply to the :class:`Transaction`.
 """
 
@@ -30,7 +30,7 @@ _TRACEPARENT_PARSER = TraceContextTextMapPropagator()
 
 @dataclass(frozen=True)
 class Endpoint:
-    """Where a client is connected, as far as it can be told."""
+    """The addresses of a client's connection, as far as the socket reveals them."""
 
     server_address: str | None = None
     server_port: int | None = None
@@ -54,7 +54,7 @@ class Endpoint:
 
 
 class Dialect(Protocol):
-    """What the core needs to know about one client library."""
+    """The facts about one client library that the core depends on."""
 
     # Whether the SIZE= that the library's sendmail() declares is the exact number of
     # bytes it sends in DATA, so that smtp.message.size can reuse it.
