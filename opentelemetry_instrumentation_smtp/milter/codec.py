@@ -211,7 +211,8 @@ class MilterCodec:
         if command is Command.HEADER:
             strings = _decode_strings(data, command)
             if len(strings) != 2:
-                raise ProtocolError(f"HEADER has {len(strings)} strings instead of 2")
+                noun = "string" if len(strings) == 1 else "strings"
+                raise ProtocolError(f"HEADER has {len(strings)} {noun} instead of 2")
             return events.Header(strings[0], strings[1])
         if command is Command.BODY:
             return events.BodyChunk(data)

@@ -34,7 +34,9 @@ from .config import MilterConfig
 from .session import MilterSession
 from .tracing import (
     ERROR_DISCONNECTED,
+    ERROR_INTERNAL,
     ERROR_PROTOCOL,
+    ERROR_SHUTDOWN,
     ERROR_TIMEOUT,
     MessageDoneCallback,
     MilterTelemetry,
@@ -43,6 +45,9 @@ from .tracing import (
 _logger = logging.getLogger(__name__)
 
 DEFAULT_SOCKET_MODE = 0o660
+# After the shutdown deadline, aborted connections report their close within one event
+# loop iteration. This bound only keeps shutdown finite if one never does.
+ABORT_GRACE_SECONDS = 5.0
 
 
 @dataclass(frozen=True)
@@ -146,6 +151,19 @@ class _Connection(asyncio.Protocol):
             self._end(ERROR_PROTOCOL)
             transport.abort()
             return
+        except Exception as error:
+            # A bug, or input that a check let through. Only this connection ends, and
+            # the MTA applies its milter_default_action to the message in progress.
+            _logger.error(
+                "closing MTA connection %s: internal error: %s: %s",
+                self.peer,
+                type(error).__name__,
+                error,
+            )
+            _logger.debug("internal error on MTA connection %s", self.peer, exc_info=True)
+            self._end(ERROR_INTERNAL)
+            transport.abort()
+            return
         if reply:
             transport.write(reply)
         if session.closed or (self._server.stopping and self.idle):
@@ -169,6 +187,10 @@ class _Connection(asyncio.Protocol):
         if exc is not None and not self._ended:
             _logger.warning("MTA connection %s failed: %s", self.peer, exc)
         self._end(ERROR_DISCONNECTED)
+        self.forget()
+
+    def forget(self) -> None:
+        """Stop the timer, stop tracking the connection and mark it closed, once."""
         if self._timer is not None:
             self._timer.cancel()
         self._server.connection_ended(self)
@@ -177,9 +199,25 @@ class _Connection(asyncio.Protocol):
 
     def _end(self, error_type: str) -> None:
         """Record the message in progress, if any, as ended early; only the first call counts."""
-        if not self._ended:
-            self._ended = True
+        if self._ended:
+            return
+        self._ended = True
+        try:
             self.session.connection_lost(error_type)
+        except Exception as error:
+            _logger.error(
+                "cannot record the message in progress on MTA connection %s: %s: %s",
+                self.peer,
+                type(error).__name__,
+                error,
+            )
+            _logger.debug("recording failed on MTA connection %s", self.peer, exc_info=True)
+
+    def abort_at_deadline(self) -> None:
+        """Abort the connection because the shutdown deadline passed."""
+        self._end(ERROR_SHUTDOWN)
+        if self.transport is not None:
+            self.transport.abort()
 
 
 class MilterServer:
@@ -211,6 +249,11 @@ class MilterServer:
         self._servers: list[asyncio.Server] = []
         self._connections: set[_Connection] = set()
         self.stopping = False
+
+    @property
+    def connections(self) -> set[_Connection]:
+        """The open MTA connections."""
+        return set(self._connections)
 
     @property
     def sockets(self) -> list[socket.socket]:
@@ -262,15 +305,7 @@ class MilterServer:
             limit = self.config.shutdown_timeout if timeout is None else timeout
             _done, pending = await asyncio.wait(waiting, timeout=limit)
             if pending:
-                _logger.warning(
-                    "shutdown deadline of %.1f s passed: aborting %d connections inside a message",
-                    limit,
-                    len(pending),
-                )
-                for connection in list(self._connections):
-                    if connection.transport is not None:
-                        connection.transport.abort()
-                await asyncio.wait(pending)
+                await self._abort_remaining(limit)
         for server in self._servers:
             with contextlib.suppress(Exception):
                 await server.wait_closed()
@@ -279,6 +314,29 @@ class MilterServer:
                 with contextlib.suppress(FileNotFoundError):
                     os.unlink(address.path)
         self._servers.clear()
+
+    async def _abort_remaining(self, limit: float) -> None:
+        remaining = list(self._connections)
+        _logger.warning(
+            "shutdown deadline of %.1f s passed: aborting %d MTA connections, "
+            "%d of them inside a message",
+            limit,
+            len(remaining),
+            sum(1 for connection in remaining if connection.session.in_message),
+        )
+        for connection in remaining:
+            connection.abort_at_deadline()
+        waiting = {connection.closed for connection in remaining}
+        _done, pending = await asyncio.wait(waiting, timeout=ABORT_GRACE_SECONDS)
+        if pending:
+            stuck = [connection for connection in remaining if not connection.closed.done()]
+            _logger.error(
+                "%d MTA connections did not close %.1f s after the abort; forgetting them",
+                len(stuck),
+                ABORT_GRACE_SECONDS,
+            )
+            for connection in stuck:
+                connection.forget()
 
     def connection_started(self, connection: _Connection) -> None:
         """Track a new MTA connection."""

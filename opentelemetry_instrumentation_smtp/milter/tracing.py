@@ -39,6 +39,10 @@ ERROR_ABORTED = "aborted"
 ERROR_DISCONNECTED = "disconnected"
 ERROR_TIMEOUT = "timeout"
 ERROR_PROTOCOL = "protocol_error"
+# The milter itself failed while handling the connection's data.
+ERROR_INTERNAL = "internal_error"
+# The milter aborted the connection at the shutdown deadline.
+ERROR_SHUTDOWN = "shutdown"
 
 MessageDoneCallback = Callable[[str, SpanContext], None]
 
@@ -56,6 +60,18 @@ def printable(value: str) -> str:
     if value.isascii():
         return value
     return value.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+
+
+def parse_port(text: str | None) -> int | None:
+    """Return a TCP port from its decimal text, or ``None`` for anything else.
+
+    ``str.isdigit`` also accepts digits such as "²" that ``int`` rejects, so the check is
+    for ASCII digits.
+    """
+    if not text or len(text) > 5 or not text.isascii() or not text.isdigit():
+        return None
+    port = int(text)
+    return port if 0 < port <= 65535 else None
 
 
 def parse_mta_version(macro_v: str | None) -> tuple[str | None, str | None]:
@@ -181,7 +197,7 @@ class MilterTelemetry:
         client_port = connection.client_port
         if client_port is None:
             port_macro = macros.get("{client_port}")
-            client_port = int(port_macro) if port_macro and port_macro.isdigit() else None
+            client_port = parse_port(port_macro)
         if client_port:
             attributes[CLIENT_PORT] = client_port
         server_address = macros.get("j")

@@ -153,7 +153,7 @@ def test_one_byte_at_a_time() -> None:
         (b"\0\0\0\0", "frame of length 0"),
         (frame(b"Z"), "unknown command code b'Z'"),
         (frame(b"H", b"no-nul"), "HELO data does not end with a NUL byte"),
-        (frame(b"L", strings("only-name")), "HEADER has 1 strings instead of 2"),
+        (frame(b"L", strings("only-name")), "HEADER has 1 string instead of 2"),
         (frame(b"L", strings("a", "b", "c")), "HEADER has 3 strings instead of 2"),
         (frame(b"D"), "MACRO has no command code"),
         (frame(b"D", b"M" + strings("i")), "MACRO has a name without a value"),
