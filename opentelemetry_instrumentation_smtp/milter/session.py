@@ -16,7 +16,7 @@ from .policy import PolicyAction, decide, header_changes
 from .protocol import Action, MacroStage, ProtocolFlag
 from .state import ConnectionState, MessageState, StageEvent
 from .trace_headers import extract_trace_context
-from .tracing import ERROR_ABORTED, MilterTelemetry
+from .tracing import ERROR_ABORTED, MilterTelemetry, printable
 
 # The milter only observes, so it asks to skip the stages it does not use and to send no
 # reply where the MTA allows that. END_OF_MESSAGE always gets a reply.
@@ -137,6 +137,8 @@ class MilterSession:
             if message is not None:
                 # A new MAIL without ABORT: the MTA dropped the previous transaction.
                 self._finish(now, ERROR_ABORTED)
+            # The previous transaction's macros (its queue id) must not reach this one.
+            connection.macros.start_transaction()
             self.message = message = MessageState(now, event.address)
             self._stage(message, "smtp.mail", now, None)
         elif isinstance(event, events.Data):
@@ -186,7 +188,8 @@ class MilterSession:
 
     def _stage(self, message: MessageState, name: str, now: int, address: str | None) -> None:
         if address is not None and self._config.record_addresses:
-            message.stages.append(StageEvent(name, now, {_RECIPIENT_ADDRESS: address}))
+            attributes: dict[str, str | int] = {_RECIPIENT_ADDRESS: printable(address)}
+            message.stages.append(StageEvent(name, now, attributes))
         else:
             message.stages.append(StageEvent(name, now))
 

@@ -13,18 +13,27 @@ _CONNECTION_MACRO_COMMANDS = frozenset({b"C", b"H"})
 class MacroTable:
     """Macro values by name; message macros shadow connection macros of the same name."""
 
-    __slots__ = ("_connection", "_message")
+    __slots__ = ("_connection", "_mail_macros", "_message")
 
     def __init__(self) -> None:
         self._connection: dict[str, str] = {}
         self._message: dict[str, str] = {}
+        # The macros of a MAIL command that has not arrived yet. They belong to the new
+        # transaction, while the previous one may still need its own macros.
+        self._mail_macros: dict[str, str] = {}
 
     def define(self, command: bytes, macros: dict[str, str]) -> None:
         """Store the macros that the MTA sent for ``command``."""
         if command in _CONNECTION_MACRO_COMMANDS:
             self._connection.update(macros)
+        elif command == b"M":
+            self._mail_macros.update(macros)
         else:
             self._message.update(macros)
+
+    def start_transaction(self) -> None:
+        """Replace the message macros with those sent for this MAIL command."""
+        self._message, self._mail_macros = self._mail_macros, {}
 
     def get(self, name: str) -> str | None:
         """Return the value of macro ``name``, written with or without braces."""

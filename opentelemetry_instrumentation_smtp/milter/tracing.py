@@ -7,6 +7,7 @@ because its parent is known only once the headers have been read.
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -46,6 +47,10 @@ ERROR_SHUTDOWN = "shutdown"
 
 MessageDoneCallback = Callable[[str, SpanContext], None]
 
+# Printable ASCII other than space, '"', '=' and backslash: logfmt values that need no quotes.
+_LOGFMT_BARE = re.compile(r"[!#-<>-\[\]-~]+")
+_LOGFMT_ESCAPES = {"\\": "\\\\", '"': '\\"', "\n": "\\n", "\r": "\\r", "\t": "\\t"}
+
 
 @dataclass(frozen=True)
 class RecordedMessage:
@@ -60,6 +65,30 @@ def printable(value: str) -> str:
     if value.isascii():
         return value
     return value.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+
+
+def logfmt_value(value: str) -> str:
+    """Format ``value`` as one logfmt value, quoted unless it is plain printable ASCII.
+
+    Inside quotes, backslash and '"' are escaped with a backslash, and line breaks and
+    other characters that ``str.isprintable`` rejects become escape sequences, so a value
+    can neither end its field early nor start a new log line.
+    """
+    if _LOGFMT_BARE.fullmatch(value):
+        return value
+    escaped = []
+    for char in printable(value):
+        if char in _LOGFMT_ESCAPES:
+            escaped.append(_LOGFMT_ESCAPES[char])
+        elif char.isprintable():
+            escaped.append(char)
+        elif ord(char) < 0x100:
+            escaped.append(f"\\x{ord(char):02x}")
+        elif ord(char) < 0x10000:
+            escaped.append(f"\\u{ord(char):04x}")
+        else:
+            escaped.append(f"\\U{ord(char):08x}")
+    return '"' + "".join(escaped) + '"'
 
 
 def parse_port(text: str | None) -> int | None:
@@ -245,15 +274,18 @@ class MilterTelemetry:
         outcome = "received" if error_type is None else f"ended early ({error_type})"
         addresses = ""
         if self._record_addresses:
-            addresses = f" from={message.sender} to={','.join(message.recipients)}"
+            sender = logfmt_value(message.sender)
+            recipients = logfmt_value(",".join(message.recipients))
+            addresses = f" from={sender} to={recipients}"
+        # Values from the client are quoted, so that none can pose as another field.
         _logger.info(
             "message %s: queue_id=%s trace_id=%032x span_id=%016x message_id=%s"
             " trace_context=%s recipients=%d%s",
             outcome,
-            queue_id or "-",
+            logfmt_value(queue_id) if queue_id else "-",
             span_context.trace_id,
             span_context.span_id,
-            message_id or "-",
+            logfmt_value(message_id) if message_id else "-",
             trace_context.status.value,
             len(message.recipients),
             addresses,
