@@ -12,13 +12,16 @@ from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from types import ModuleType
 from typing import Any
 
+from . import arguments
 from .config import (
     DEFAULT_FRAME_TIMEOUT,
     DEFAULT_IDLE_TIMEOUT,
+    DEFAULT_MAX_CONNECTIONS,
     DEFAULT_SHUTDOWN_TIMEOUT,
     HeaderPolicy,
     MilterConfig,
 )
+from .limits import check_max_connections, raise_open_file_limit
 from .protocol import DEFAULT_MAX_FRAME_SIZE
 from .sdk import ConfigurationError, Providers, configure
 from .server import DEFAULT_SOCKET_MODE, ListenAddress, MilterServer
@@ -48,10 +51,6 @@ def _octal(text: str) -> int:
         return int(text, 8)
     except ValueError:
         raise argparse.ArgumentTypeError(f"invalid mode {text!r}: use octal, such as 660") from None
-
-
-def _domains(text: str) -> list[str]:
-    return [domain.strip().lower().rstrip(".") for domain in text.split(",") if domain.strip()]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -103,10 +102,11 @@ def build_parser() -> argparse.ArgumentParser:
     policy.add_argument(
         "--internal-domain",
         action="append",
-        type=_domains,
+        type=arguments.domains,
         default=[],
         metavar="DOMAIN[,DOMAIN...]",
-        help="a domain that counts as internal, with its subdomains; repeatable",
+        help="a domain that counts as internal, with its subdomains; repeatable. A leading "
+        "dot, as in Postfix's .example.com, means the same as without",
     )
     parser.add_argument(
         "--record-addresses",
@@ -116,7 +116,7 @@ def build_parser() -> argparse.ArgumentParser:
     limits = parser.add_argument_group("limits")
     limits.add_argument(
         "--idle-timeout",
-        type=float,
+        type=arguments.positive_seconds,
         default=DEFAULT_IDLE_TIMEOUT,
         metavar="SECONDS",
         help="close an MTA connection that sends nothing for this long "
@@ -124,27 +124,38 @@ def build_parser() -> argparse.ArgumentParser:
     )
     limits.add_argument(
         "--frame-timeout",
-        type=float,
+        type=arguments.positive_seconds,
         default=DEFAULT_FRAME_TIMEOUT,
         metavar="SECONDS",
-        help="close an MTA connection that stalls inside a frame for this long "
+        help="close an MTA connection that sends nothing for this long while a frame is "
+        "incomplete; each read restarts the timer "
         f"(default: {DEFAULT_FRAME_TIMEOUT:.0f})",
     )
     limits.add_argument(
         "--shutdown-timeout",
-        type=float,
+        type=arguments.non_negative_seconds,
         default=DEFAULT_SHUTDOWN_TIMEOUT,
         metavar="SECONDS",
-        help="on SIGTERM, wait this long for messages in progress to end "
+        help="on SIGTERM, wait this long for messages in progress to end; 0 aborts them "
+        "at once "
         f"(default: {DEFAULT_SHUTDOWN_TIMEOUT:.0f})",
     )
     limits.add_argument(
         "--max-frame-size",
-        type=int,
+        type=arguments.max_frame_size,
         default=DEFAULT_MAX_FRAME_SIZE,
         metavar="BYTES",
-        help="close an MTA connection that announces a larger frame "
+        help="close an MTA connection that announces a larger frame; at least "
+        f"{arguments.MIN_MAX_FRAME_SIZE}, Postfix's largest body chunk "
         f"(default: {DEFAULT_MAX_FRAME_SIZE})",
+    )
+    limits.add_argument(
+        "--max-connections",
+        type=arguments.max_connections,
+        default=DEFAULT_MAX_CONNECTIONS,
+        metavar="N",
+        help="close new MTA connections at once while this many are open; each takes one "
+        f"file descriptor (default: {DEFAULT_MAX_CONNECTIONS})",
     )
     parser.add_argument(
         "--log-level",
@@ -170,6 +181,7 @@ def config_from_args(args: argparse.Namespace) -> MilterConfig:
         frame_timeout=args.frame_timeout,
         shutdown_timeout=args.shutdown_timeout,
         max_frame_size=args.max_frame_size,
+        max_connections=args.max_connections,
     )
 
 
@@ -245,6 +257,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
     config = config_from_args(args)
+    check_max_connections(config.max_connections, raise_open_file_limit())
     if config.policy.strip_external and not config.policy.internal_domains:
         _logger.warning(
             "--strip-external without --internal-domain strips trace headers from every message"

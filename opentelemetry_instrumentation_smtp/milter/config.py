@@ -11,6 +11,9 @@ DEFAULT_IDLE_TIMEOUT = 600.0
 # Postfix's milter_command_timeout default.
 DEFAULT_FRAME_TIMEOUT = 30.0
 DEFAULT_SHUTDOWN_TIMEOUT = 10.0
+# Each Postfix smtpd or cleanup process holds one connection per milter, and Postfix's
+# default_process_limit is 100, so this leaves room for several such services.
+DEFAULT_MAX_CONNECTIONS = 512
 
 
 @dataclass(frozen=True)
@@ -43,3 +46,5 @@ class MilterConfig:
     frame_timeout: float = DEFAULT_FRAME_TIMEOUT
     shutdown_timeout: float = DEFAULT_SHUTDOWN_TIMEOUT
     max_frame_size: int = 1024 * 1024
+    # New connections beyond this many are closed at once.
+    max_connections: int = DEFAULT_MAX_CONNECTIONS

@@ -31,6 +31,7 @@ from opentelemetry import metrics, trace
 
 from .codec import ProtocolError
 from .config import MilterConfig
+from .limits import AcceptErrorHandler, RateLimitedLog
 from .session import MilterSession
 from .tracing import (
     ERROR_DISCONNECTED,
@@ -103,6 +104,12 @@ class _Connection(asyncio.Protocol):
         assert isinstance(transport, asyncio.Transport)
         self.transport = transport
         self.peer = _describe(transport.get_extra_info("peername"))
+        if self._server.at_capacity():
+            # Closing at once frees the file descriptor, and the MTA applies its
+            # milter_default_action without waiting for a timeout.
+            self._server.reject(self)
+            transport.abort()
+            return
         self._quick_ack = _quick_ack_function(transport)
         self._server.connection_started(self)
         self._arm_timer(self._server.config.idle_timeout)
@@ -248,6 +255,8 @@ class MilterServer:
         self._socket_mode = socket_mode
         self._servers: list[asyncio.Server] = []
         self._connections: set[_Connection] = set()
+        self._rejections = RateLimitedLog(_logger)
+        self._accept_errors: AcceptErrorHandler | None = None
         self.stopping = False
 
     @property
@@ -271,6 +280,15 @@ class MilterServer:
     async def start(self) -> None:
         """Open every listening socket. Raises ``OSError`` if one cannot be opened."""
         loop = asyncio.get_running_loop()
+        self._accept_errors = AcceptErrorHandler(loop)
+        self._accept_errors.install()
+        try:
+            await self._listen(loop)
+        except BaseException:
+            self._accept_errors.uninstall()
+            raise
+
+    async def _listen(self, loop: asyncio.AbstractEventLoop) -> None:
         for address in self._addresses:
             if address.family == "unix":
                 _remove_stale_socket(address.path)
@@ -314,6 +332,9 @@ class MilterServer:
                 with contextlib.suppress(FileNotFoundError):
                     os.unlink(address.path)
         self._servers.clear()
+        if self._accept_errors is not None:
+            self._accept_errors.uninstall()
+            self._accept_errors = None
 
     async def _abort_remaining(self, limit: float) -> None:
         remaining = list(self._connections)
@@ -337,6 +358,19 @@ class MilterServer:
             )
             for connection in stuck:
                 connection.forget()
+
+    def at_capacity(self) -> bool:
+        """Whether ``max_connections`` MTA connections are open."""
+        return len(self._connections) >= self.config.max_connections
+
+    def reject(self, connection: _Connection) -> None:
+        """Log, at most once a minute, that a new MTA connection is closed for the limit."""
+        self._rejections.warning(
+            "closing new MTA connection %s: %d connections are open, the maximum "
+            "(--max-connections)",
+            connection.peer,
+            len(self._connections),
+        )
 
     def connection_started(self, connection: _Connection) -> None:
         """Track a new MTA connection."""

@@ -231,3 +231,77 @@ def test_help_lists_policies() -> None:
         "--console",
     ):
         assert flag in result.stdout
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (
+            ["--idle-timeout", "-5"],
+            "argument --idle-timeout: invalid value '-5': use a finite number of seconds",
+        ),
+        (
+            ["--idle-timeout", "0"],
+            "argument --idle-timeout: invalid value '0': use a finite number of seconds",
+        ),
+        (["--frame-timeout", "nan"], "argument --frame-timeout: invalid value 'nan'"),
+        (["--frame-timeout", "inf"], "argument --frame-timeout: invalid value 'inf'"),
+        (["--frame-timeout", "soon"], "argument --frame-timeout: invalid value 'soon'"),
+        (["--shutdown-timeout", "-1"], "argument --shutdown-timeout: invalid value '-1'"),
+        (
+            ["--max-frame-size", "0"],
+            "argument --max-frame-size: invalid value '0': use an integer from 65536 to",
+        ),
+        (["--max-frame-size", "65535"], "argument --max-frame-size: invalid value '65535'"),
+        (["--max-frame-size", "1e6"], "argument --max-frame-size: invalid value '1e6'"),
+        (
+            ["--max-connections", "0"],
+            "argument --max-connections: invalid value '0': use an integer from 1 to",
+        ),
+        (["--internal-domain", "."], "argument --internal-domain: invalid value '.'"),
+        (
+            ["--internal-domain", "a..example"],
+            "argument --internal-domain: invalid value 'a..example'",
+        ),
+        (
+            ["--internal-domain", "user@example.com"],
+            "argument --internal-domain: invalid value 'user@example.com'",
+        ),
+    ],
+)
+def test_invalid_limits_exit(
+    argv: list[str], message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as exited:
+        cli.build_parser().parse_args(argv)
+    assert exited.value.code == 2
+    assert message in capsys.readouterr().err
+
+
+def test_limits_accept_valid_values() -> None:
+    args = cli.build_parser().parse_args(
+        [
+            "--idle-timeout",
+            "0.5",
+            "--frame-timeout",
+            "2",
+            "--shutdown-timeout",
+            "0",
+            "--max-frame-size",
+            "65536",
+            "--max-connections",
+            "5",
+        ]
+    )
+    config = cli.config_from_args(args)
+    assert config.idle_timeout == 0.5
+    assert config.frame_timeout == 2
+    assert config.shutdown_timeout == 0
+    assert config.max_frame_size == 65536
+    assert config.max_connections == 5
+
+
+def test_internal_domain_leading_dot() -> None:
+    args = cli.build_parser().parse_args(["--internal-domain", ".Example.com,.corp.example."])
+    config = cli.config_from_args(args)
+    assert config.policy.internal_domains == {"example.com", "corp.example"}
