@@ -216,7 +216,11 @@ async def run(
             args, providers.tracer_provider, providers.meter_provider
         )
         on_message_done, coroutines, close_delivery = started
-        background = [loop.create_task(coroutine) for coroutine in coroutines]
+        for coroutine in coroutines:
+            name = getattr(coroutine, "__qualname__", None)
+            task = loop.create_task(coroutine, name=name)
+            task.add_done_callback(_report_failure)
+            background.append(task)
 
     server = MilterServer(
         args.listen or [DEFAULT_LISTEN],
@@ -240,10 +244,26 @@ async def run(
         except asyncio.CancelledError:
             pass
         except Exception:
-            _logger.exception("delivery task failed during shutdown")
+            # Already logged by _report_failure when the task ended.
+            pass
     if not providers.tracer_provider.force_flush(FLUSH_TIMEOUT_MILLIS):
         _logger.warning("spans still queued after %d ms; they are lost", FLUSH_TIMEOUT_MILLIS)
     _logger.info("milter stopped")
+
+
+def _report_failure(task: asyncio.Task[None]) -> None:
+    """Log a delivery task that ended with an error, when it ends."""
+    if task.cancelled():
+        return
+    error = task.exception()
+    if error is not None:
+        _logger.error(
+            "delivery task %s stopped: %s: %s; no more delivery spans until the milter restarts",
+            task.get_name(),
+            type(error).__name__,
+            error,
+            exc_info=error,
+        )
 
 
 def main(argv: Sequence[str] | None = None) -> int:

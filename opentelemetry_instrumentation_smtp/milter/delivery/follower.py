@@ -1,11 +1,15 @@
 """Asyncio follower of a log file or of standard input, like ``tail -F``.
 
-A file is polled: after each read that reaches the end, the follower compares the file
-that the path names now with the one it has open. A different file (rename rotation, as
-logrotate and ``postfix logrotate`` do it) is read from its start once the old one is
-drained. A file shorter than the read position (``copytruncate``) is read again from its
+A regular file is polled: once a read reaches the end, the follower waits one poll
+interval, then compares the file that the path names now with the one it has open. A
+different file (rename rotation, as logrotate and ``postfix logrotate`` do it) is read from
+its start once the old one is drained. A file that is shorter than the read position, or
+whose bytes just before that position changed (``copytruncate``), is read again from its
 start. Opening, reading and checking the file run in a worker thread, so that a slow disk
 does not stall the event loop.
+
+A FIFO or another file that is not a regular file is read like standard input. A FIFO is
+opened again each time its writer closes it.
 """
 
 from __future__ import annotations
@@ -28,6 +32,8 @@ DEFAULT_POLL_INTERVAL_SECONDS = 0.25
 DEFAULT_MAX_LINE_BYTES = 64 * 1024
 _READ_SIZE = 64 * 1024
 _REOPEN_LOG_INTERVAL_SECONDS = 60.0
+# Bytes before the read position that are compared to detect a truncated and refilled file.
+_FINGERPRINT_BYTES = 128
 
 
 class LineSplitter:
@@ -109,10 +115,14 @@ class LogFollower:
         self.poll_interval = poll_interval
         self._splitter = LineSplitter(max_line_bytes, on_too_long)
         self._file: BinaryIO | None = None
+        # The last bytes read before the file position, to recognize the file's content.
+        self._fingerprint = b""
         self.rotations = 0
         self.truncations = 0
         # Set once a file is open and positioned, so that callers can wait for it.
         self.opened = asyncio.Event()
+        # Set while the follower has read a regular file to its end and waits for more.
+        self.caught_up = asyncio.Event()
 
     async def lines(self) -> AsyncGenerator[str, None]:
         if self.path == STDIN:
@@ -126,28 +136,31 @@ class LogFollower:
             self._close()
 
     async def _stdin_lines(self) -> AsyncIterator[str]:
-        async for chunk in self._stdin_chunks():
+        async for line in self._stream_lines(sys.stdin.buffer, "Standard input"):
+            yield line
+        _logger.warning("Standard input closed: no more delivery spans until the milter restarts")
+
+    async def _stream_lines(self, stream: Any, name: str) -> AsyncIterator[str]:
+        async for chunk in self._stream_chunks(stream, name):
             for line in self._splitter.feed(chunk):
                 yield line
         rest = self._splitter.flush()
         if rest:
             yield rest
-        _logger.info("Standard input closed; the Postfix log follower stops")
 
-    async def _stdin_chunks(self) -> AsyncIterator[bytes]:
-        stdin: Any = sys.stdin.buffer
-        mode = os.fstat(stdin.fileno()).st_mode
+    async def _stream_chunks(self, stream: Any, name: str) -> AsyncIterator[bytes]:
+        mode = os.fstat(stream.fileno()).st_mode
         # Pipes, sockets and terminals can be polled. Other character devices such as
         # /dev/null cannot, and epoll rejects them only after connect_read_pipe returned.
-        pollable = stat.S_ISFIFO(mode) or stat.S_ISSOCK(mode) or os.isatty(stdin.fileno())
+        pollable = stat.S_ISFIFO(mode) or stat.S_ISSOCK(mode) or os.isatty(stream.fileno())
         if pollable:
             loop = asyncio.get_running_loop()
             reader = asyncio.StreamReader(limit=_READ_SIZE)
             protocol = asyncio.StreamReaderProtocol(reader)
             try:
-                transport, _ = await loop.connect_read_pipe(lambda: protocol, stdin)
+                transport, _ = await loop.connect_read_pipe(lambda: protocol, stream)
             except (OSError, ValueError) as error:
-                _logger.info("Standard input cannot be polled (%s); reading it in a thread", error)
+                _logger.info("%s cannot be polled (%s); reading it in a thread", name, error)
             else:
                 try:
                     while chunk := await reader.read(_READ_SIZE):
@@ -156,23 +169,32 @@ class LogFollower:
                     transport.close()
                 return
         # A regular file or a device redirected to standard input: read it to its end.
-        while chunk := await asyncio.to_thread(stdin.read1, _READ_SIZE):
+        os.set_blocking(stream.fileno(), True)
+        while chunk := await asyncio.to_thread(stream.read1, _READ_SIZE):
             yield chunk
 
     async def _file_lines(self) -> AsyncIterator[str]:
-        await self._open(at_end=not self.from_start)
+        regular = await self._open(at_end=not self.from_start)
+        if not regular:
+            async for line in self._other_file_lines():
+                yield line
+            return
         while True:
             assert self._file is not None
-            chunk = await asyncio.to_thread(self._file.read, _READ_SIZE)
+            chunk = await asyncio.to_thread(self._read)
             if chunk:
+                self.caught_up.clear()
                 for line in self._splitter.feed(chunk):
                     yield line
                 continue
-            # At the end of the open file: has it been replaced or truncated?
+            # At the end of the open file: wait, then check whether it has been replaced or
+            # truncated before reading on, so that a refilled file is not read mid-line.
+            self.caught_up.set()
+            await asyncio.sleep(self.poll_interval)
             change = await asyncio.to_thread(self._check_file)
             if change == "rotated":
                 # Drain what the writer added to the old file after the last read.
-                while chunk := await asyncio.to_thread(self._file.read, _READ_SIZE):
+                while chunk := await asyncio.to_thread(self._read):
                     for line in self._splitter.feed(chunk):
                         yield line
                 rest = self._splitter.flush()
@@ -188,17 +210,38 @@ class LogFollower:
                 _logger.info("Postfix log %s was truncated; reading it from the start", self.path)
                 self._splitter.flush()
                 self._file.seek(0)
-                continue
-            await asyncio.sleep(self.poll_interval)
+                self._fingerprint = b""
 
-    async def _open(self, *, at_end: bool) -> None:
-        """Open the path, waiting for it to exist and to be readable."""
+    async def _other_file_lines(self) -> AsyncIterator[str]:
+        """Read a FIFO, reopening it when its writer closes, or another file to its end."""
+        while True:
+            assert self._file is not None
+            # Read the type first, because the pipe transport closes the file at its end.
+            is_fifo = stat.S_ISFIFO(os.fstat(self._file.fileno()).st_mode)
+            async for line in self._stream_lines(self._file, f"The Postfix log {self.path}"):
+                yield line
+            if not is_fifo:
+                _logger.warning(
+                    "The Postfix log %s ended: no more delivery spans until the milter restarts",
+                    self.path,
+                )
+                return
+            _logger.info("The writer closed the FIFO %s; waiting for a new writer", self.path)
+            self._close()
+            await self._open(at_end=False)
+
+    async def _open(self, *, at_end: bool) -> bool:
+        """Open the path, waiting for it to exist and to be readable.
+
+        Returns whether it is a regular file. The open does not block on a FIFO without a
+        writer, so that shutdown never waits for a writer.
+        """
         waited = False
         last_log = -_REOPEN_LOG_INTERVAL_SECONDS
         loop = asyncio.get_running_loop()
         while True:
             try:
-                self._file = await asyncio.to_thread(open, self.path, "rb")
+                self._file = await asyncio.to_thread(_open_nonblocking, self.path)
             except OSError as error:
                 now = loop.time()
                 if now - last_log >= _REOPEN_LOG_INTERVAL_SECONDS:
@@ -213,11 +256,25 @@ class LogFollower:
                 await asyncio.sleep(self.poll_interval)
                 continue
             break
+        self._fingerprint = b""
+        if not stat.S_ISREG(os.fstat(self._file.fileno()).st_mode):
+            _logger.info("Following the Postfix log %s as a stream", self.path)
+            self.opened.set()
+            return False
+        os.set_blocking(self._file.fileno(), True)
         # A file that appeared while we waited is new: all of it is unread.
         if at_end and not waited:
             self._file.seek(0, os.SEEK_END)
         _logger.info("Following the Postfix log %s from byte %d", self.path, self._file.tell())
         self.opened.set()
+        return True
+
+    def _read(self) -> bytes:
+        assert self._file is not None
+        chunk = self._file.read(_READ_SIZE)
+        if chunk:
+            self._fingerprint = (self._fingerprint + chunk)[-_FINGERPRINT_BYTES:]
+        return chunk
 
     def _check_file(self) -> str | None:
         assert self._file is not None
@@ -229,9 +286,15 @@ class LogFollower:
             return None
         if (current.st_dev, current.st_ino) != (opened.st_dev, opened.st_ino):
             return "rotated"
-        # NOTE: a copytruncate that refills the file past the old position before this check
-        # runs goes unnoticed, and the lines between are skipped.
-        if opened.st_size < self._file.tell():
+        position = self._file.tell()
+        if opened.st_size < position:
+            return "truncated"
+        # A file truncated and refilled to the old size or beyond between two checks has
+        # other bytes before the position, because log lines start with a timestamp.
+        # NOTE: a refill whose bytes before the position equal the old ones goes unnoticed,
+        # and lines written to the old file after the last read are lost with the copy.
+        size = len(self._fingerprint)
+        if size and os.pread(self._file.fileno(), size, position - size) != self._fingerprint:
             return "truncated"
         return None
 
@@ -240,3 +303,9 @@ class LogFollower:
             with contextlib.suppress(OSError):
                 self._file.close()
             self._file = None
+
+
+def _open_nonblocking(path: str) -> BinaryIO:
+    # O_NONBLOCK makes opening a FIFO return at once even without a writer.
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    return os.fdopen(fd, "rb")
