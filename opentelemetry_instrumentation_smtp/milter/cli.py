@@ -22,9 +22,10 @@ from .config import (
     MilterConfig,
 )
 from .limits import check_max_connections, raise_open_file_limit
+from .listen import ListenAddress
 from .protocol import DEFAULT_MAX_FRAME_SIZE
 from .sdk import ConfigurationError, Providers, configure
-from .server import DEFAULT_SOCKET_MODE, ListenAddress, MilterServer
+from .server import DEFAULT_SOCKET_MODE, MilterServer
 from .tracing import MessageDoneCallback
 
 _logger = logging.getLogger(__name__)

@@ -25,13 +25,13 @@ import os
 import socket
 import stat
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 
 from opentelemetry import metrics, trace
 
 from .codec import ProtocolError
 from .config import MilterConfig
 from .limits import AcceptErrorHandler, RateLimitedLog
+from .listen import ListenAddress
 from .session import MilterSession
 from .tracing import (
     ERROR_DISCONNECTED,
@@ -49,36 +49,6 @@ DEFAULT_SOCKET_MODE = 0o660
 # After the shutdown deadline, aborted connections report their close within one event
 # loop iteration. This bound only keeps shutdown finite if one never does.
 ABORT_GRACE_SECONDS = 5.0
-
-
-@dataclass(frozen=True)
-class ListenAddress:
-    """A parsed ``--listen`` value: ``inet:HOST:PORT``, ``inet6:HOST:PORT`` or ``unix:PATH``."""
-
-    family: str
-    host: str = ""
-    port: int = 0
-    path: str = ""
-
-    @classmethod
-    def parse(cls, text: str) -> ListenAddress:
-        """Parse Postfix's milter socket syntax; raise ``ValueError`` on anything else."""
-        kind, _, rest = text.partition(":")
-        if kind in ("unix", "local"):
-            if not rest:
-                raise ValueError(f"invalid listen address {text!r}: the socket path is missing")
-            return cls("unix", path=rest)
-        if kind in ("inet", "inet6"):
-            host, _, port_text = rest.rpartition(":")
-            host = host.removeprefix("[").removesuffix("]")
-            if not host or not port_text.isdigit() or int(port_text) > 65535:
-                raise ValueError(
-                    f"invalid listen address {text!r}: use inet:HOST:PORT with a port of 0 to 65535"
-                )
-            return cls("inet", host=host, port=int(port_text))
-        raise ValueError(
-            f"invalid listen address {text!r}: use inet:HOST:PORT, inet6:HOST:PORT or unix:PATH"
-        )
 
 
 class _Connection(asyncio.Protocol):

@@ -15,7 +15,7 @@ import pytest
 from opentelemetry.sdk.trace.export import ConsoleSpanExporter
 
 from opentelemetry_instrumentation_smtp.milter import cli, sdk
-from opentelemetry_instrumentation_smtp.milter.server import ListenAddress
+from opentelemetry_instrumentation_smtp.milter.listen import ListenAddress
 from tests.conftest import Telemetry
 
 from .driver import MtaDriver

@@ -273,7 +273,9 @@ class LogFollower:
         assert self._file is not None
         chunk = self._file.read(_READ_SIZE)
         if chunk:
-            self._fingerprint = (self._fingerprint + chunk)[-_FINGERPRINT_BYTES:]
+            self._fingerprint = (self._fingerprint + chunk[-_FINGERPRINT_BYTES:])[
+                -_FINGERPRINT_BYTES:
+            ]
         return chunk
 
     def _check_file(self) -> str | None:
