@@ -13,6 +13,7 @@ import struct
 from collections.abc import Mapping, Sequence
 
 from . import events
+from .decoding import PARSERS, ProtocolError
 from .protocol import (
     COMMANDS_WITHOUT_REPLY,
     DEFAULT_MAX_FRAME_SIZE,
@@ -26,15 +27,13 @@ from .protocol import (
     Reply,
 )
 
+__all__ = ["MilterCodec", "ProtocolError", "UsageError", "encode_frame"]
+
 _UINT32 = struct.Struct(">I")
-_UINT16 = struct.Struct(">H")
 _OPTION_NEGOTIATION = struct.Struct(">III")
-_COMMANDS = {command.value: command for command in Command}
+# Commands by their code byte as an int, which is what indexing bytes returns.
+_COMMANDS = {command.value[0]: command for command in Command}
 _MINIMUM_MTA_VERSION = 2
-
-
-class ProtocolError(Exception):
-    """The MTA sent bytes that break the protocol. The connection cannot go on."""
 
 
 class UsageError(Exception):
@@ -48,12 +47,6 @@ def encode_frame(code: bytes, data: bytes = b"") -> bytes:
 
 def _encode_strings(*values: str) -> bytes:
     return b"".join(value.encode("utf-8", "surrogateescape") + b"\0" for value in values)
-
-
-def _decode_strings(data: bytes, command: Command) -> list[str]:
-    if not data.endswith(b"\0"):
-        raise ProtocolError(f"{command.name} data does not end with a NUL byte")
-    return [part.decode("utf-8", "surrogateescape") for part in data[:-1].split(b"\0")]
 
 
 def _check_header(name: str, value: str) -> None:
@@ -84,7 +77,11 @@ class MilterCodec:
         self._requested_actions = actions
         self._macro_requests = dict(macro_requests or {})
         self._max_frame_size = max_frame_size
-        self._buffer = bytearray()
+        # Received bytes; those before ``_position`` are decoded already. The buffer is
+        # the ``bytes`` object of the last read while no frame spans two reads, so that
+        # the common case copies nothing, and a ``bytearray`` while one does.
+        self._buffer: bytes | bytearray = b""
+        self._position = 0
         self._error: ProtocolError | None = None
         self._silent_commands: frozenset[Command] = frozenset()
         self._reply_event_types: frozenset[type[events.Event]] = frozenset()
@@ -101,7 +98,19 @@ class MilterCodec:
 
     def feed(self, data: bytes) -> None:
         """Append bytes from the MTA; :meth:`next_event` decodes them."""
-        self._buffer += data
+        buffer = self._buffer
+        position = self._position
+        if position == len(buffer):
+            self._buffer = bytes(data)
+            self._position = 0
+            return
+        if isinstance(buffer, bytearray):
+            del buffer[:position]
+        else:
+            buffer = bytearray(memoryview(buffer)[position:])
+        buffer += data
+        self._buffer = buffer
+        self._position = 0
 
     def next_event(self) -> events.Event | None:
         """Decode the next complete frame, or return ``None`` until more bytes arrive.
@@ -112,22 +121,24 @@ class MilterCodec:
         if self._error is not None:
             raise self._error
         buffer = self._buffer
-        if len(buffer) < LENGTH_PREFIX_SIZE:
+        start = self._position
+        if len(buffer) - start < LENGTH_PREFIX_SIZE:
             return None
         try:
-            (length,) = _UINT32.unpack_from(buffer)
+            (length,) = _UINT32.unpack_from(buffer, start)
             if length == 0:
                 raise ProtocolError("frame of length 0 has no command code")
             if length > self._max_frame_size:
                 raise ProtocolError(
                     f"frame of {length} bytes exceeds the limit of {self._max_frame_size} bytes"
                 )
-            frame_end = LENGTH_PREFIX_SIZE + length
+            code_index = start + LENGTH_PREFIX_SIZE
+            frame_end = code_index + length
             if frame_end > len(buffer):
                 return None
-            code = bytes(buffer[LENGTH_PREFIX_SIZE : LENGTH_PREFIX_SIZE + 1])
-            payload = bytes(buffer[LENGTH_PREFIX_SIZE + 1 : frame_end])
-            del buffer[:frame_end]
+            code = buffer[code_index]
+            payload = bytes(buffer[code_index + 1 : frame_end])
+            self._position = frame_end
             return self._decode(code, payload)
         except ProtocolError as error:
             self._error = error
@@ -147,37 +158,36 @@ class MilterCodec:
 
     def receive_eof(self) -> None:
         """Record that the MTA closed the connection; raise if a frame was cut short."""
-        if self._buffer:
-            raise ProtocolError(
-                f"connection closed inside a frame, {len(self._buffer)} bytes left unread"
-            )
+        unread = len(self._buffer) - self._position
+        if unread:
+            raise ProtocolError(f"connection closed inside a frame, {unread} bytes left unread")
 
     @property
     def has_partial_frame(self) -> bool:
         """Whether bytes of an incomplete frame are buffered."""
-        return bool(self._buffer)
+        return len(self._buffer) > self._position
 
-    def _decode(self, code: bytes, data: bytes) -> events.Event:
+    def _decode(self, code: int, data: bytes) -> events.Event:
         command = _COMMANDS.get(code)
         if command is None:
-            raise ProtocolError(f"unknown command code {code!r}")
+            raise ProtocolError(f"unknown command code {bytes((code,))!r}")
         if not self.negotiated and command is not Command.OPTION_NEGOTIATION:
             raise ProtocolError(f"{command.name} arrived before option negotiation")
         if self._owed and command is not Command.ABORT and command is not Command.QUIT:
             raise ProtocolError(
                 f"{command.name} arrived while a reply to {self._owed[0].name} is pending"
             )
-        event = self._parse(command, data)
-        if self._reply_expected(command):
+        if command is Command.OPTION_NEGOTIATION:
+            event: events.Event = self._parse_option_negotiation(data)
+        else:
+            event = PARSERS[command](data)
+        if command not in self._silent_commands:
             self._owed.append(command)
         elif command is Command.ABORT or command is Command.QUIT:
             # The MTA stopped waiting: a late reply would be read as the answer to a
             # later command, so none is sent.
             self._owed.clear()
         return event
-
-    def _reply_expected(self, command: Command) -> bool:
-        return command not in self._silent_commands
 
     def _update_silent_commands(self) -> None:
         # Set operations on IntFlag are slow, so the flags are turned into a set once.
@@ -193,35 +203,6 @@ class MilterCodec:
             if command not in silent
         )
 
-    def _parse(self, command: Command, data: bytes) -> events.Event:
-        if command is Command.OPTION_NEGOTIATION:
-            return self._parse_option_negotiation(data)
-        if command is Command.MACRO:
-            return self._parse_macros(data)
-        if command is Command.CONNECT:
-            return self._parse_connect(data)
-        if command is Command.HELO:
-            (name, *_) = _decode_strings(data, command)
-            return events.Helo(name)
-        if command is Command.MAIL or command is Command.RCPT:
-            address, *parameters = _decode_strings(data, command)
-            if command is Command.MAIL:
-                return events.MailFrom(address, tuple(parameters))
-            return events.RcptTo(address, tuple(parameters))
-        if command is Command.HEADER:
-            strings = _decode_strings(data, command)
-            if len(strings) != 2:
-                noun = "string" if len(strings) == 1 else "strings"
-                raise ProtocolError(f"HEADER has {len(strings)} {noun} instead of 2")
-            return events.Header(strings[0], strings[1])
-        if command is Command.BODY:
-            return events.BodyChunk(data)
-        if command is Command.END_OF_MESSAGE:
-            return events.EndOfMessage(data)
-        if command is Command.UNKNOWN:
-            return events.UnknownCommand(_decode_strings(data, command)[0])
-        return _EMPTY_EVENTS[command]
-
     def _parse_option_negotiation(self, data: bytes) -> events.OptionNegotiation:
         if len(data) < _OPTION_NEGOTIATION.size:
             raise ProtocolError(f"OPTION_NEGOTIATION has {len(data)} data bytes instead of 12")
@@ -232,33 +213,6 @@ class MilterCodec:
         self._offer = offer
         self.negotiated = True
         return offer
-
-    def _parse_macros(self, data: bytes) -> events.MacroDefinition:
-        if not data:
-            raise ProtocolError("MACRO has no command code")
-        command_code = data[:1]
-        if len(data) == 1:
-            return events.MacroDefinition(command_code, {})
-        strings = _decode_strings(data[1:], Command.MACRO)
-        if len(strings) % 2:
-            raise ProtocolError("MACRO has a name without a value")
-        macros = dict(zip(strings[0::2], strings[1::2], strict=True))
-        return events.MacroDefinition(command_code, macros)
-
-    def _parse_connect(self, data: bytes) -> events.Connect:
-        hostname_end = data.find(b"\0")
-        if hostname_end < 0 or hostname_end + 1 >= len(data):
-            raise ProtocolError("CONNECT has no host name or no address family")
-        hostname = data[:hostname_end].decode("utf-8", "surrogateescape")
-        family = chr(data[hostname_end + 1])
-        rest = data[hostname_end + 2 :]
-        if family == "U":
-            return events.Connect(hostname, family, None, None)
-        if family not in "46L" or len(rest) < _UINT16.size + 1:
-            raise ProtocolError(f"CONNECT has an invalid address for family {family!r}")
-        (port,) = _UINT16.unpack_from(rest)
-        (address, *_) = _decode_strings(rest[_UINT16.size :], Command.CONNECT)
-        return events.Connect(hostname, family, port, address)
 
     # Replying.
 
@@ -297,6 +251,8 @@ class MilterCodec:
         if self._owed[0] is Command.OPTION_NEGOTIATION:
             raise UsageError("the option negotiation needs negotiation_reply()")
         self._owed.pop(0)
+        if not data:
+            return _DATALESS_REPLIES[code]
         return encode_frame(code.value, data)
 
     def continue_(self) -> bytes:
@@ -371,10 +327,5 @@ class MilterCodec:
         return self._modification(Action.CHANGE_HEADERS, Reply.CHANGE_HEADER, data)
 
 
-_EMPTY_EVENTS: dict[Command, events.Event] = {
-    Command.DATA: events.Data(),
-    Command.END_OF_HEADERS: events.EndOfHeaders(),
-    Command.ABORT: events.Abort(),
-    Command.QUIT: events.Quit(),
-    Command.QUIT_NEW_CONNECTION: events.QuitNewConnection(),
-}
+# CONTINUE and the other replies without data, encoded once.
+_DATALESS_REPLIES = {code: encode_frame(code.value) for code in Reply}
