@@ -8,6 +8,8 @@ and benchmarks can feed it bytes directly.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
+from typing import Any
 
 from . import events
 from .codec import MilterCodec
@@ -89,6 +91,26 @@ class MilterSession:
         self.connection = ConnectionState()
         self.message: MessageState | None = None
         self.closed = False
+        # Whether header values arrive with the space after the colon, as negotiated.
+        self._leading_space = False
+        # One handler per event class, looked up by type. When a handler returns None,
+        # the negotiated no-reply flags decide whether CONTINUE is sent.
+        self._handlers: dict[type[events.Event], Callable[[Any, int], bytes | None]] = {
+            events.MacroDefinition: self._on_macros,
+            events.Header: self._on_header,
+            events.BodyChunk: self._on_body,
+            events.RcptTo: self._on_rcpt,
+            events.MailFrom: self._on_mail,
+            events.Data: self._on_data,
+            events.EndOfHeaders: self._on_end_of_headers,
+            events.EndOfMessage: self._end_of_message,
+            events.Abort: self._on_abort,
+            events.Connect: self._connect,
+            events.Helo: self._on_helo,
+            events.OptionNegotiation: self._on_negotiation,
+            events.Quit: self._on_quit,
+            events.QuitNewConnection: self._on_quit,
+        }
 
     @property
     def in_message(self) -> bool:
@@ -114,67 +136,83 @@ class MilterSession:
         self.closed = True
 
     def _handle(self, event: events.Event) -> bytes:
-        now = time.time_ns()
-        message = self.message
-        connection = self.connection
-        if isinstance(event, events.MacroDefinition):
-            connection.macros.define(event.command, event.macros)
-        elif isinstance(event, events.Header):
-            if message is not None:
-                message.headers.append((event.name, event.value))
-                message.size += _byte_length(event.name) + _byte_length(event.value) + 3
-                if not self.codec.protocol & ProtocolFlag.HEADER_LEADING_SPACE:
-                    # The MTA removed the space after the colon; count it back in.
-                    message.size += 1
-        elif isinstance(event, events.BodyChunk):
-            if message is not None:
-                message.size += len(event.data)
-        elif isinstance(event, events.RcptTo):
-            if message is not None:
-                message.recipients.append(event.address)
-                self._stage(message, "smtp.rcpt", now, event.address)
-        elif isinstance(event, events.MailFrom):
-            if message is not None:
-                # A new MAIL without ABORT: the MTA dropped the previous transaction.
-                self._finish(now, ERROR_ABORTED)
-            # The previous transaction's macros (its queue id) must not reach this one.
-            connection.macros.start_transaction()
-            self.message = message = MessageState(now, event.address)
-            self._stage(message, "smtp.mail", now, None)
-        elif isinstance(event, events.Data):
-            if message is not None:
-                message.data_started = True
-                self._stage(message, "smtp.data", now, None)
-        elif isinstance(event, events.EndOfHeaders):
-            if message is not None:
-                # The blank line that ends the header section.
-                message.size += 2
-                self._stage(message, "smtp.end_of_headers", now, None)
-        elif isinstance(event, events.EndOfMessage):
-            return self._end_of_message(now, event)
-        elif isinstance(event, events.Abort):
-            if message is not None:
-                self._finish(now, ERROR_ABORTED)
-            connection.macros.clear_message()
-        elif isinstance(event, events.Connect):
-            self._connect(event, now)
-        elif isinstance(event, events.Helo):
-            connection.helo = event.name
-            connection.helo_time_ns = now
-        elif isinstance(event, events.OptionNegotiation):
-            return self.codec.negotiation_reply()
-        elif isinstance(event, (events.Quit, events.QuitNewConnection)):
-            if message is not None:
-                self._finish(now, ERROR_ABORTED)
-            if isinstance(event, events.Quit):
-                self.closed = True
-            else:
-                self.connection = ConnectionState()
+        handler = self._handlers.get(type(event))
+        if handler is not None:
+            reply = handler(event, time.time_ns())
+            if reply is not None:
+                return reply
         # UnknownCommand needs no bookkeeping. Stages answered with CONTINUE are those
         # whose no-reply flag the MTA did not offer.
         if self.codec.needs_reply(event):
             return self.codec.continue_()
         return b""
+
+    def _on_macros(self, event: events.MacroDefinition, now: int) -> None:
+        self.connection.macros.define(event.command, event.macros)
+
+    def _on_header(self, event: events.Header, now: int) -> None:
+        message = self.message
+        if message is not None:
+            message.headers.append((event.name, event.value))
+            size = _byte_length(event.name) + _byte_length(event.value) + 3
+            if not self._leading_space:
+                # The MTA removed the space after the colon; count it back in.
+                size += 1
+            message.size += size
+
+    def _on_body(self, event: events.BodyChunk, now: int) -> None:
+        if self.message is not None:
+            self.message.size += len(event.data)
+
+    def _on_rcpt(self, event: events.RcptTo, now: int) -> None:
+        message = self.message
+        if message is not None:
+            message.recipients.append(event.address)
+            self._stage(message, "smtp.rcpt", now, event.address)
+
+    def _on_mail(self, event: events.MailFrom, now: int) -> None:
+        if self.message is not None:
+            # A new MAIL without ABORT: the MTA dropped the previous transaction.
+            self._finish(now, ERROR_ABORTED)
+        # The previous transaction's macros (its queue id) must not reach this one.
+        self.connection.macros.start_transaction()
+        self.message = message = MessageState(now, event.address)
+        self._stage(message, "smtp.mail", now, None)
+
+    def _on_data(self, event: events.Data, now: int) -> None:
+        message = self.message
+        if message is not None:
+            message.data_started = True
+            self._stage(message, "smtp.data", now, None)
+
+    def _on_end_of_headers(self, event: events.EndOfHeaders, now: int) -> None:
+        message = self.message
+        if message is not None:
+            # The blank line that ends the header section.
+            message.size += 2
+            self._stage(message, "smtp.end_of_headers", now, None)
+
+    def _on_abort(self, event: events.Abort, now: int) -> None:
+        if self.message is not None:
+            self._finish(now, ERROR_ABORTED)
+        self.connection.macros.clear_message()
+
+    def _on_helo(self, event: events.Helo, now: int) -> None:
+        self.connection.helo = event.name
+        self.connection.helo_time_ns = now
+
+    def _on_negotiation(self, event: events.OptionNegotiation, now: int) -> bytes:
+        reply = self.codec.negotiation_reply()
+        self._leading_space = bool(self.codec.protocol & ProtocolFlag.HEADER_LEADING_SPACE)
+        return reply
+
+    def _on_quit(self, event: events.Quit | events.QuitNewConnection, now: int) -> None:
+        if self.message is not None:
+            self._finish(now, ERROR_ABORTED)
+        if isinstance(event, events.Quit):
+            self.closed = True
+        else:
+            self.connection = ConnectionState()
 
     def _connect(self, event: events.Connect, now: int) -> None:
         connection = self.connection
@@ -193,7 +231,7 @@ class MilterSession:
         else:
             message.stages.append(StageEvent(name, now))
 
-    def _end_of_message(self, now: int, event: events.EndOfMessage) -> bytes:
+    def _end_of_message(self, event: events.EndOfMessage, now: int) -> bytes:
         message = self.message
         if message is None:
             # END_OF_MESSAGE without MAIL: nothing to record, but the MTA waits.
