@@ -10,7 +10,7 @@ for one, and modifications only while it waits for the reply to end of message.
 from __future__ import annotations
 
 import struct
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 
 from . import events
 from .decoding import PARSERS, ProtocolError
@@ -118,28 +118,61 @@ class MilterCodec:
         Raises :class:`ProtocolError` on a frame that is malformed, oversized, out of order
         or of an unknown command, and again on every later call.
         """
+        for event in self.buffered_events():
+            return event
+        return None
+
+    def buffered_events(self) -> Iterator[events.Event]:
+        """Decode and yield the complete frames buffered so far, one at a time.
+
+        Raises like :meth:`next_event` when it reaches a bad frame, after yielding the
+        events before it. Stopping early leaves the frames not yet yielded buffered.
+        """
         if self._error is not None:
             raise self._error
-        buffer = self._buffer
-        start = self._position
-        if len(buffer) - start < LENGTH_PREFIX_SIZE:
-            return None
         try:
-            (length,) = _UINT32.unpack_from(buffer, start)
-            if length == 0:
-                raise ProtocolError("frame of length 0 has no command code")
-            if length > self._max_frame_size:
-                raise ProtocolError(
-                    f"frame of {length} bytes exceeds the limit of {self._max_frame_size} bytes"
-                )
-            code_index = start + LENGTH_PREFIX_SIZE
-            frame_end = code_index + length
-            if frame_end > len(buffer):
-                return None
-            code = buffer[code_index]
-            payload = bytes(buffer[code_index + 1 : frame_end])
-            self._position = frame_end
-            return self._decode(code, payload)
+            while True:
+                # Read again after each yield, because the caller may feed more bytes.
+                buffer = self._buffer
+                start = self._position
+                end = len(buffer)
+                if end - start < LENGTH_PREFIX_SIZE:
+                    return
+                (length,) = _UINT32.unpack_from(buffer, start)
+                if length == 0:
+                    raise ProtocolError("frame of length 0 has no command code")
+                if length > self._max_frame_size:
+                    raise ProtocolError(
+                        f"frame of {length} bytes exceeds the limit of {self._max_frame_size} bytes"
+                    )
+                code_index = start + LENGTH_PREFIX_SIZE
+                frame_end = code_index + length
+                if frame_end > end:
+                    return
+                code = buffer[code_index]
+                data = bytes(buffer[code_index + 1 : frame_end])
+                self._position = frame_end
+                command = _COMMANDS.get(code)
+                if command is None:
+                    raise ProtocolError(f"unknown command code {bytes((code,))!r}")
+                if not self.negotiated and command is not Command.OPTION_NEGOTIATION:
+                    raise ProtocolError(f"{command.name} arrived before option negotiation")
+                owed = self._owed
+                if owed and command is not Command.ABORT and command is not Command.QUIT:
+                    raise ProtocolError(
+                        f"{command.name} arrived while a reply to {owed[0].name} is pending"
+                    )
+                if command is Command.OPTION_NEGOTIATION:
+                    event: events.Event = self._parse_option_negotiation(data)
+                else:
+                    event = PARSERS[command](data)
+                if command not in self._silent_commands:
+                    owed.append(command)
+                elif command is Command.ABORT or command is Command.QUIT:
+                    # The MTA stopped waiting: a late reply would be read as the answer
+                    # to a later command, so none is sent.
+                    owed.clear()
+                yield event
         except ProtocolError as error:
             self._error = error
             raise
@@ -166,28 +199,6 @@ class MilterCodec:
     def has_partial_frame(self) -> bool:
         """Whether bytes of an incomplete frame are buffered."""
         return len(self._buffer) > self._position
-
-    def _decode(self, code: int, data: bytes) -> events.Event:
-        command = _COMMANDS.get(code)
-        if command is None:
-            raise ProtocolError(f"unknown command code {bytes((code,))!r}")
-        if not self.negotiated and command is not Command.OPTION_NEGOTIATION:
-            raise ProtocolError(f"{command.name} arrived before option negotiation")
-        if self._owed and command is not Command.ABORT and command is not Command.QUIT:
-            raise ProtocolError(
-                f"{command.name} arrived while a reply to {self._owed[0].name} is pending"
-            )
-        if command is Command.OPTION_NEGOTIATION:
-            event: events.Event = self._parse_option_negotiation(data)
-        else:
-            event = PARSERS[command](data)
-        if command not in self._silent_commands:
-            self._owed.append(command)
-        elif command is Command.ABORT or command is Command.QUIT:
-            # The MTA stopped waiting: a late reply would be read as the answer to a
-            # later command, so none is sent.
-            self._owed.clear()
-        return event
 
     def _update_silent_commands(self) -> None:
         # Set operations on IntFlag are slow, so the flags are turned into a set once.

@@ -119,15 +119,15 @@ class MilterSession:
 
     def receive_data(self, data: bytes) -> bytes:
         """Handle bytes from the MTA and return the reply bytes, possibly empty."""
-        replies: list[bytes] = []
+        replies = b""
         codec = self.codec
         codec.feed(data)
         # Events are handled one by one, so that those before a bad frame still count.
-        while (event := codec.next_event()) is not None:
+        for event in codec.buffered_events():
             reply = self._handle(event)
             if reply:
-                replies.append(reply)
-        return b"".join(replies)
+                replies += reply
+        return replies
 
     def connection_lost(self, error_type: str) -> None:
         """Record the message in progress, if any, as ended early with ``error_type``."""
