@@ -181,14 +181,20 @@ async def test_hand_driven_timeout_reports_timeout(
 async def test_connect_timeout_span(
     instrument: SmtpInstrumentor, telemetry: Telemetry, server: RecordingServer
 ) -> None:
-    # A listening socket that never sends a greeting.
-    listener = await asyncio.start_server(lambda reader, writer: None, "127.0.0.1", 0)
+    # A listening socket that never sends a greeting. The writers are kept, because from
+    # Python 3.13 on a garbage-collected StreamWriter closes its connection.
+    held: list[asyncio.StreamWriter] = []
+    listener = await asyncio.start_server(
+        lambda reader, writer: held.append(writer), "127.0.0.1", 0
+    )
     port = listener.sockets[0].getsockname()[1]
     client = aiosmtplib.SMTP(hostname="127.0.0.1", port=port, timeout=0.3, start_tls=False)
     try:
         with pytest.raises(aiosmtplib.SMTPTimeoutError):
             await client.connect()
     finally:
+        for writer in held:
+            writer.close()
         listener.close()
         await listener.wait_closed()
 
