@@ -19,7 +19,7 @@ from opentelemetry_instrumentation_smtp.version import __version__
 
 from .policy import PolicyAction
 from .state import ConnectionState, MessageState
-from .trace_headers import MESSAGE_ID, TraceContextResult, first_header_value
+from .trace_headers import MESSAGE_ID, TraceContextResult, TraceContextStatus, first_header_value
 
 _logger = logging.getLogger(__name__)
 
@@ -50,6 +50,13 @@ MessageDoneCallback = Callable[[str, SpanContext], None]
 # Printable ASCII other than space, '"', '=' and backslash: logfmt values that need no quotes.
 _LOGFMT_BARE = re.compile(r"[!#-<>-\[\]-~]+")
 _LOGFMT_ESCAPES = {"\\": "\\\\", '"': '\\"', "\n": "\\n", "\r": "\\r", "\t": "\\t"}
+
+
+# The metric attributes of messages that reached end of message, built once. The SDK
+# only reads them.
+_METRIC_ATTRIBUTES: dict[TraceContextStatus, dict[str, str]] = {
+    status: {SMTP_TRACE_CONTEXT: status.value} for status in TraceContextStatus
+}
 
 
 @dataclass(frozen=True)
@@ -177,22 +184,29 @@ class MilterTelemetry:
         message_id = first_header_value(message.headers, MESSAGE_ID)
         queue_id = message.queue_id or connection.macros.get("i")
         if span.is_recording():
-            span.set_attributes(
-                self._span_attributes(connection, message, trace_context, queue_id, message_id)
+            attributes = self._span_attributes(
+                connection, message, trace_context, queue_id, message_id
             )
             if header_action is not PolicyAction.NONE:
-                span.set_attribute(SMTP_MILTER_HEADER_ACTION, header_action.value)
+                attributes[SMTP_MILTER_HEADER_ACTION] = header_action.value
+            if error_type is not None:
+                attributes[attrs.ERROR_TYPE] = error_type
+            # One call, because the SDK takes its lock and checks the span once per call.
+            span.set_attributes(attributes)
             self._add_stage_events(span, connection, message)
             if error_type is not None:
-                span.set_attribute(attrs.ERROR_TYPE, error_type)
                 span.set_status(Status(StatusCode.ERROR, f"message ended early: {error_type}"))
         span.end(end_time=end_time_ns)
         span_context = span.get_span_context()
 
         self._log(message, span_context, queue_id, message_id, trace_context, error_type)
-        metric_attributes = {SMTP_TRACE_CONTEXT: trace_context.status.value}
-        if error_type is not None:
-            metric_attributes[attrs.ERROR_TYPE] = error_type
+        if error_type is None:
+            metric_attributes = _METRIC_ATTRIBUTES[trace_context.status]
+        else:
+            metric_attributes = {
+                SMTP_TRACE_CONTEXT: trace_context.status.value,
+                attrs.ERROR_TYPE: error_type,
+            }
         self._messages.add(1, metric_attributes)
         self._duration.record((end_time_ns - message.mail_time_ns) / 1e9, metric_attributes)
 
@@ -258,7 +272,8 @@ class MilterTelemetry:
         if connection.helo_time_ns is not None:
             span.add_event("smtp.helo", timestamp=connection.helo_time_ns)
         for stage in message.stages:
-            span.add_event(stage.name, stage.attributes, timestamp=stage.time_ns)
+            # The SDK records an empty mapping for None as well, without copying a dict.
+            span.add_event(stage.name, stage.attributes or None, timestamp=stage.time_ns)
 
     def _log(
         self,
