@@ -367,10 +367,15 @@ def _quick_ack_function(transport: asyncio.Transport) -> Callable[[], None] | No
     sock = transport.get_extra_info("socket")
     if quick_ack is None or sock is None or sock.family not in (socket.AF_INET, socket.AF_INET6):
         return None
+    setsockopt = sock.setsockopt
 
     def acknowledge() -> None:
-        with contextlib.suppress(OSError):
-            sock.setsockopt(socket.IPPROTO_TCP, quick_ack, 1)
+        # It runs on every read, and try/except costs about 0.25 µs less than
+        # contextlib.suppress (timeit, CPython 3.11).
+        try:  # noqa: SIM105
+            setsockopt(socket.IPPROTO_TCP, quick_ack, 1)
+        except OSError:
+            pass
 
     acknowledge()
     return acknowledge
