@@ -154,6 +154,9 @@ class MilterSession:
         message = self.message
         if message is not None:
             message.headers.append((event.name, event.value))
+            # A header field after END_OF_HEADERS breaks the protocol, but if one comes,
+            # the trace context is read again at end of message.
+            message.trace_context = None
             size = _byte_length(event.name) + _byte_length(event.value) + 3
             if not self._leading_space:
                 # The MTA removed the space after the colon; count it back in.
@@ -191,6 +194,9 @@ class MilterSession:
             # The blank line that ends the header section.
             message.size += 2
             self._stage(message, "smtp.end_of_headers", now, None)
+            # The MTA sends the body next without waiting, so reading the trace context
+            # now takes it off the path to the reply at end of message.
+            message.trace_context = extract_trace_context(message.headers)
 
     def _on_abort(self, event: events.Abort, now: int) -> None:
         if self.message is not None:
@@ -239,7 +245,7 @@ class MilterSession:
         message.size += len(event.data)
         self._stage(message, "smtp.end_of_message", now, None)
         message.queue_id = self.connection.macros.get("i")
-        trace_context = extract_trace_context(message.headers)
+        trace_context = message.trace_context or extract_trace_context(message.headers)
         action = decide(
             self._config.policy, message.headers, message.recipients, trace_context.status
         )
@@ -271,7 +277,7 @@ class MilterSession:
         if message is None or not message.data_started:
             return
         message.queue_id = self.connection.macros.get("i")
-        trace_context = extract_trace_context(message.headers)
+        trace_context = message.trace_context or extract_trace_context(message.headers)
         self._telemetry.record_message(
             self.connection, message, trace_context, PolicyAction.NONE, now, error_type
         )

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from .trace_headers import TraceContextResult
+
 # Macro definitions that arrive with these commands describe the SMTP session (CONNECT,
 # HELO, and unknown commands outside a transaction) and survive ABORT. All the others
 # describe the current message and are cleared by ABORT.
@@ -85,3 +87,6 @@ class MessageState:
     size: int = 0
     data_started: bool = False
     queue_id: str | None = None
+    # The trace context read from the headers at END_OF_HEADERS, if nothing has changed
+    # them since.
+    trace_context: TraceContextResult | None = None
