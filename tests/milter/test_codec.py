@@ -138,6 +138,44 @@ def test_frame_split_at_every_byte() -> None:
         assert not codec.has_partial_frame
 
 
+def test_frame_spread_over_three_reads() -> None:
+    header = frame(b"L", strings("Subject", "x" * 40))
+    mail = frame(b"M", strings("<a@b>"))
+    codec = negotiated()
+    # The first read ends inside the header frame, the second read too, and the third
+    # completes it and carries a whole frame more.
+    assert codec.receive_data(header[:10]) == []
+    assert codec.receive_data(header[10:30]) == []
+    assert codec.has_partial_frame
+    decoded = codec.receive_data(header[30:] + mail)
+    assert decoded == [events.Header("Subject", "x" * 40), events.MailFrom("<a@b>", ())]
+    assert not codec.has_partial_frame
+
+
+def test_buffered_events_stopped_early_keep_the_rest() -> None:
+    codec = negotiated()
+    codec.feed(frame(b"M", strings("<a@b>")) + frame(b"L", strings("A", "b")))
+    iterator = codec.buffered_events()
+    assert next(iterator) == events.MailFrom("<a@b>", ())
+    iterator.close()
+    assert codec.has_partial_frame
+    assert codec.next_event() == events.Header("A", "b")
+    assert codec.next_event() is None
+    assert not codec.has_partial_frame
+
+
+def test_bytes_fed_between_yields_are_decoded() -> None:
+    codec = negotiated()
+    codec.feed(frame(b"M", strings("<a@b>")))
+    decoded = []
+    for event in codec.buffered_events():
+        decoded.append(event)
+        if len(decoded) == 1:
+            codec.feed(frame(b"R", strings("<c@d>")))
+    assert decoded == [events.MailFrom("<a@b>", ()), events.RcptTo("<c@d>", ())]
+    assert not codec.has_partial_frame
+
+
 def test_one_byte_at_a_time() -> None:
     data = frame(b"M", strings("<a@b>")) + frame(b"E")
     codec = negotiated()
