@@ -60,8 +60,11 @@ _QUEUE_ID_PATTERNS = (
 # An addr-spec as it appears in reply texts, with or without angle brackets, including
 # quoted local parts ("john doe"@example.com) and domain literals (user@[192.0.2.1]). It is
 # deliberately loose: redaction must err on the side of removing too much.
+# A local part does not start with a quote or a brace, and a domain contains neither, so
+# that the punctuation around an address in a repr, such as {'a@example.com': ...}, stays.
 _ADDRESS = re.compile(
-    r"<?(?:\"[^\"\r\n]*\"|[^\s<>@\"()\[\],;:]+)@(?:\[[^\]\s]*\]|[^\s<>@\"()\[\],;:]+)>?"
+    r"<?(?:\"[^\"\r\n]*\"|[^\s<>@\"'(){}\[\],;:][^\s<>@\"(){}\[\],;:]*)"
+    r"@(?:\[[^\]\s]*\]|[^\s<>@\"'(){}\[\],;:]+)>?"
 )
 REDACTED_ADDRESS = "<redacted>"
 

@@ -105,7 +105,7 @@ class ClientMetrics:
         self.duration = meter.create_histogram(
             SEND_DURATION,
             unit="s",
-            description="Duration of sending one message, from MAIL FROM to the reply to DATA",
+            description="Duration of sending one message, from the send call to the reply to DATA",
             explicit_bucket_boundaries_advisory=DURATION_BUCKETS,
         )
         self.sent_messages = meter.create_counter(

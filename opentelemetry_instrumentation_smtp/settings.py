@@ -40,7 +40,8 @@ def env_flag(name: str, default: bool) -> bool:
     if value in _FALSE:
         return False
     logger.warning(
-        "Invalid value %r for %s; expected true or false, using the default %s",
+        "Invalid value %r for %s; expected true or false (or 1/0, yes/no, on/off), "
+        "using the default %s",
         raw,
         name,
         default,

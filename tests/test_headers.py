@@ -121,3 +121,9 @@ def test_redaction_of_quoted_and_literal(text: str) -> None:
     redacted = redact_addresses(text)
     assert "@" not in redacted
     assert "<redacted>" in redacted
+
+
+def test_redaction_keeps_surrounding_punctuation() -> None:
+    text = str({"b@example.com": (550, b"5.1.1 <b@example.com> no such user")})
+    assert redact_addresses(text) == "{'<redacted>': (550, b'5.1.1 <redacted> no such user')}"
+    assert redact_addresses("['x@example.com', 'y@example.com']") == "['<redacted>', '<redacted>']"

@@ -83,8 +83,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--postfix-log",
         metavar="PATH",
         help="Postfix log file to follow (its maillog_file, or the syslog file that receives "
-        "the mail facility), or '-' for standard input, such as 'journalctl -f -o cat -u "
-        "postfix@-' piped in. Off when not given.",
+        "the mail facility), or '-' for standard input, such as 'journalctl --follow "
+        "--lines=0 --output=short-iso-precise SYSLOG_FACILITY=2' piped in (keep the "
+        "timestamps: lines without one end their span when they are read). "
+        "Off when not given.",
     )
 
     group.add_argument(
