@@ -40,7 +40,7 @@ WRAPPED_METHODS: tuple[tuple[type, str], ...] = (
 
 
 class SmtplibDialect:
-    """What the core needs to know about smtplib."""
+    """The facts about smtplib that the core depends on."""
 
     # sendmail() declares len() of the bytes it then passes to data().
     exact_size_option = True
@@ -65,7 +65,7 @@ class SmtplibDialect:
         if sock.family == getattr(socket, "AF_UNIX", None):
             return Endpoint(server_address, None, server_address, None, "unix")
 
-        # getpeername() is a system call, so the answer is kept per socket.
+        # getpeername() is a system call, so its result is cached per socket.
         cached = getattr(client, _PEER_ATTRIBUTE, None)
         if cached is not None and cached[0] is sock:
             peer = cached[1]

@@ -1,6 +1,6 @@
 """Attribute names and the parsing of SMTP replies into attribute values.
 
-Names that the OpenTelemetry semantic conventions define are used as they are; the
+Names that the OpenTelemetry semantic conventions define are used as they are. The
 attributes that only SMTP has live under ``smtp.*`` and are listed in docs/attributes.md.
 """
 
@@ -57,11 +57,11 @@ _QUEUE_ID_PATTERNS = (
     re.compile(r"\bid=([A-Za-z0-9]{4,}-[A-Za-z0-9]{4,}-[A-Za-z0-9]{2,})\b"),
 )
 
-# An addr-spec as it appears in reply texts, with or without angle brackets, including
-# quoted local parts ("john doe"@example.com) and domain literals (user@[192.0.2.1]). It is
-# deliberately loose: redaction must err on the side of removing too much.
-# A local part does not start with a quote or a brace, and a domain contains neither, so
-# that the punctuation around an address in a repr, such as {'a@example.com': ...}, stays.
+# An addr-spec as it appears in reply texts, with or without angle brackets. It covers
+# quoted local parts ("john doe"@example.com) and domain literals (user@[192.0.2.1]). The
+# pattern is deliberately loose, because redaction must err on the side of removing too
+# much. A local part does not start with a quote or a brace, and a domain contains
+# neither, so the punctuation around an address in a repr ({'a@example.com': ...}) stays.
 _ADDRESS = re.compile(
     r"<?(?:\"[^\"\r\n]*\"|[^\s<>@\"'(){}\[\],;:][^\s<>@\"(){}\[\],;:]*)"
     r"@(?:\[[^\]\s]*\]|[^\s<>@\"'(){}\[\],;:]+)>?"

@@ -168,11 +168,15 @@ def format_fields(carrier: Mapping[Any, Any]) -> tuple[list[str], list[str]]:
 
     Returns ``(lines, rejected_field_names)``. ``traceparent`` comes first and
     ``tracestate`` second when present and non-empty; other fields follow in carrier order.
-    A field is rejected, never written, when its name or value could not be written as
-    plain ASCII header lines (CR, LF, other control or non-ASCII characters), when a line
-    would exceed 998 characters, when it names a field of the message itself (``From``,
-    ``Subject``, ``Content-*`` and the like), when a field of the same name in another
-    letter case came first, or when it is a ``traceparent`` that is not valid W3C.
+    A field is rejected, never written, in these cases:
+
+    - its name or value cannot be written as plain ASCII header lines (CR, LF, other
+      control or non-ASCII characters);
+    - one of its lines would exceed 998 characters;
+    - it names a field of the message itself (``From``, ``Subject``, ``Content-*`` and
+      the like);
+    - a field of the same name in another letter case came first;
+    - it is a ``traceparent`` that is not valid W3C Trace Context.
     """
     order = {TRACEPARENT: 0, TRACESTATE: 1}
     items = sorted(carrier.items(), key=lambda item: order.get(str(item[0]).lower(), 2))
