@@ -15,8 +15,9 @@ from wrapt import wrap_function_wrapper
 
 from opentelemetry_instrumentation_smtp._wrappers import sync_wrapper
 from opentelemetry_instrumentation_smtp.attributes import Reply, decode_reply_text, reply_from_pair
-from opentelemetry_instrumentation_smtp.calls import Arg, Handlers
+from opentelemetry_instrumentation_smtp.calls import Handlers
 from opentelemetry_instrumentation_smtp.connection import ConnectionHandlers
+from opentelemetry_instrumentation_smtp.invocation import Arg
 from opentelemetry_instrumentation_smtp.settings import Settings
 from opentelemetry_instrumentation_smtp.transaction import Endpoint
 

@@ -11,7 +11,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from opentelemetry_instrumentation_smtp._diagnostics import guarded
-from opentelemetry_instrumentation_smtp.calls import Call
+from opentelemetry_instrumentation_smtp.invocation import Call
 
 Handler = Callable[[Any, tuple[Any, ...], dict[str, Any]], "Call | None"]
 Wrapper = Callable[[Callable[..., Any], Any, tuple[Any, ...], dict[str, Any]], Any]

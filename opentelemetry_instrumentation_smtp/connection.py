@@ -17,7 +17,7 @@ from opentelemetry.trace import Span, SpanKind, Status, StatusCode
 from opentelemetry_instrumentation_smtp import attributes as attrs
 from opentelemetry_instrumentation_smtp._diagnostics import guarded
 from opentelemetry_instrumentation_smtp.attributes import Reply
-from opentelemetry_instrumentation_smtp.calls import Call, _tracing_enabled
+from opentelemetry_instrumentation_smtp.invocation import Call, tracing_enabled
 from opentelemetry_instrumentation_smtp.settings import Settings
 from opentelemetry_instrumentation_smtp.transaction import Dialect, Endpoint
 
@@ -69,7 +69,7 @@ class ConnectionHandlers:
         expect: tuple[int, ...],
     ) -> Call | None:
         key = (id(client), step)
-        if not _tracing_enabled() or _IN_STEP.get() == key:
+        if not tracing_enabled() or _IN_STEP.get() == key:
             return None
         span = guarded("starting a connection span", self._start, client, step, target)
         if span is None:

@@ -11,7 +11,7 @@ import pytest
 from opentelemetry.trace import StatusCode
 
 from opentelemetry_instrumentation_smtp import SmtpInstrumentor
-from opentelemetry_instrumentation_smtp.calls import active_transaction
+from opentelemetry_instrumentation_smtp.invocation import active_transaction
 from tests.aiosmtplib.support import (
     RAW,
     RECIPIENTS,
