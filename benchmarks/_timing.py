@@ -3,10 +3,14 @@
 Each round runs every mode once, in a new random order, so that drift of the machine
 (frequency scaling, other load, cache state) spreads over all modes alike. The result is
 the median of every timed call, and the ratio of each mode's median to the baseline's.
+
+The client benchmarks also share the three modes of the SMTP instrumentation, their SDK
+providers, the test message and the Markdown tables defined here.
 """
 
 from __future__ import annotations
 
+import argparse
 import gc
 import os
 import platform
@@ -18,7 +22,19 @@ import tracemalloc
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
-from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
+from opentelemetry.metrics import MeterProvider, NoOpMeterProvider
+from opentelemetry.sdk.metrics import MeterProvider as SdkMeterProvider
+from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
+
+from opentelemetry_instrumentation_smtp import SmtpInstrumentor
+
+OFF, TRACES, METRICS = "off", "traces", "traces+metrics"
+MODES = (OFF, TRACES, METRICS)
+
+# Maximum ratio of an instrumented mode's median to the median of ``off``, per case.
+TARGET_RATIO = {"1 KB": 1.05, "10 MB": 1.02}
 
 
 class NoOpSpanExporter(SpanExporter):
@@ -147,3 +163,118 @@ def machine_description() -> list[str]:
     lines.append(f"Load average at the end of the run: {one:.2f} (1 min), {five:.2f} (5 min)")
     lines.append(f"Python: {platform.python_implementation()} {platform.python_version()}")
     return lines
+
+
+def build_message(size: int) -> bytes:
+    """Build a CRLF message of exactly ``size`` bytes with 78-character body lines."""
+    header = (
+        b"From: bench@example.test\r\nTo: sink@example.test\r\nSubject: benchmark\r\n"
+        b"Message-ID: <bench@example.test>\r\n\r\n"
+    )
+    line = b"x" * 76 + b"\r\n"
+    body_size = size - len(header)
+    body = line * (body_size // len(line))
+    body += b"y" * (body_size - len(body))
+    return header + body
+
+
+@dataclass
+class Providers:
+    """The SDK providers shared by every instrumented mode."""
+
+    tracer: TracerProvider
+    meter: SdkMeterProvider
+
+    @classmethod
+    def create(cls) -> Providers:
+        tracer = TracerProvider()
+        tracer.add_span_processor(BatchSpanProcessor(NoOpSpanExporter()))
+        meter = SdkMeterProvider(metric_readers=[InMemoryMetricReader()])
+        return cls(tracer, meter)
+
+    def shutdown(self) -> None:
+        self.tracer.shutdown()
+        self.meter.shutdown()
+
+
+def modes_for(
+    instrument: Callable[[TracerProvider, MeterProvider], None],
+    uninstrument: Callable[[], None],
+    providers: Providers,
+) -> list[Mode]:
+    """Build the modes ``off``, ``traces`` (with a no-op meter) and ``traces+metrics``."""
+    nothing: Callable[[], None] = lambda: None  # noqa: E731
+    return [
+        Mode(OFF, nothing, nothing),
+        Mode(TRACES, lambda: instrument(providers.tracer, NoOpMeterProvider()), uninstrument),
+        Mode(METRICS, lambda: instrument(providers.tracer, providers.meter), uninstrument),
+    ]
+
+
+def smtp_modes(providers: Providers) -> list[Mode]:
+    """Build the three modes for ``SmtpInstrumentor``, which patches smtplib and aiosmtplib."""
+    instrumentor = SmtpInstrumentor()
+
+    def instrument(tracer: TracerProvider, meter: MeterProvider) -> None:
+        instrumentor.instrument(tracer_provider=tracer, meter_provider=meter)
+
+    return modes_for(instrument, instrumentor.uninstrument, providers)
+
+
+def format_ms(nanoseconds: float) -> str:
+    return f"{nanoseconds / 1e6:.3f}"
+
+
+def format_ratio(timings: Timings, mode: str) -> str:
+    """Format the ratio to ``off`` with the smallest and largest per-round ratio."""
+    low, high = timings.round_ratio_range(mode, OFF)
+    return f"{timings.ratio(mode, OFF):.3f} ({low:.2f}-{high:.2f})"
+
+
+def timing_table(results: dict[str, Timings], first_column: str) -> list[str]:
+    """Format one Markdown row per case: medians, ratios to ``off`` and client CPU."""
+    lines = [
+        f"| {first_column} | off (ms) | traces (ms) | traces / off | traces+metrics (ms) "
+        "| traces+metrics / off | client CPU off / traces / traces+metrics (µs) |",
+        "| --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for name, timings in results.items():
+        cpu = " / ".join(f"{timings.median_cpu(mode) / 1e3:.0f}" for mode in MODES)
+        lines.append(
+            f"| {name} | {format_ms(timings.median_wall(OFF))} "
+            f"| {format_ms(timings.median_wall(TRACES))} "
+            f"| {format_ratio(timings, TRACES)} | {format_ms(timings.median_wall(METRICS))} "
+            f"| {format_ratio(timings, METRICS)} | {cpu} |"
+        )
+    return lines
+
+
+def target_lines(results: dict[str, Timings]) -> list[str]:
+    """Compare each instrumented mode's ratio to ``off`` with ``TARGET_RATIO``."""
+    lines = ["", "Targets:", ""]
+    for name, target in TARGET_RATIO.items():
+        for mode in (TRACES, METRICS):
+            ratio = results[name].ratio(mode, OFF)
+            verdict = "met" if ratio <= target else "missed"
+            lines.append(f"- {name}, {mode}: {ratio:.3f} (target <= {target}): {verdict}")
+    return lines
+
+
+def peak_memory_table(peaks: dict[str, int], message_size: int) -> list[str]:
+    """Format the tracemalloc peak of each mode and its excess over ``off``."""
+    lines = ["", "Peak memory of one 10 MB send (tracemalloc, bytes above the start):", ""]
+    lines += ["| mode | peak | above off | above off / message size |", "| --- | --- | --- | --- |"]
+    for mode, peak in peaks.items():
+        above = peak - peaks[OFF]
+        lines.append(f"| {mode} | {peak:,} | {above:,} | {above / message_size:.4f} |")
+    return lines
+
+
+def parse_rounds(description: str) -> int:
+    """Parse the command line of a client benchmark and return ``--rounds``."""
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument(
+        "--rounds", type=int, default=10, help="rounds of interleaved modes (default 10)"
+    )
+    rounds: int = parser.parse_args().rounds
+    return rounds

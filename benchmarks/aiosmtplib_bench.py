@@ -22,37 +22,31 @@ docs/benchmarks.md.
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import shlex
 import sys
 from collections.abc import Callable, Coroutine
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import aiosmtplib
-from opentelemetry.metrics import MeterProvider, NoOpMeterProvider
-from opentelemetry.sdk.metrics import MeterProvider as SdkMeterProvider
-from opentelemetry.sdk.metrics.export import InMemoryMetricReader
-from opentelemetry.sdk.trace import TracerProvider
-from opentelemetry.sdk.trace.export import BatchSpanProcessor
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _sinks import sink
 from _timing import (
-    Mode,
-    NoOpSpanExporter,
+    Providers,
     Timings,
+    build_message,
     interleave,
     machine_description,
+    parse_rounds,
     peak_memory,
+    peak_memory_table,
+    smtp_modes,
+    target_lines,
+    timing_table,
 )
-
-from opentelemetry_instrumentation_smtp import SmtpInstrumentor
-
-OFF, TRACES, METRICS = "off", "traces", "traces+metrics"
 
 SENDER = "bench@example.test"
 RECIPIENTS = ["sink@example.test"]
@@ -67,51 +61,6 @@ CASES = (
 )
 NO_NETWORK = "1 KB, no network"
 NO_NETWORK_CALLS = 1000
-TARGET_RATIO = {"1 KB": 1.05, "10 MB": 1.02}
-
-
-def build_message(size: int) -> bytes:
-    """Build a CRLF message of exactly ``size`` bytes with 78-character body lines."""
-    header = (
-        b"From: bench@example.test\r\nTo: sink@example.test\r\nSubject: benchmark\r\n"
-        b"Message-ID: <bench@example.test>\r\n\r\n"
-    )
-    line = b"x" * 76 + b"\r\n"
-    body_size = size - len(header)
-    body = line * (body_size // len(line))
-    body += b"y" * (body_size - len(body))
-    return header + body
-
-
-@dataclass
-class Providers:
-    """The SDK providers shared by every instrumented mode."""
-
-    tracer: TracerProvider
-    meter: SdkMeterProvider
-
-    @classmethod
-    def create(cls) -> Providers:
-        tracer = TracerProvider()
-        tracer.add_span_processor(BatchSpanProcessor(NoOpSpanExporter()))
-        meter = SdkMeterProvider(metric_readers=[InMemoryMetricReader()])
-        return cls(tracer, meter)
-
-
-def build_modes(providers: Providers) -> list[Mode]:
-    instrumentor = SmtpInstrumentor()
-
-    def instrument(meter: MeterProvider) -> None:
-        instrumentor.instrument(tracer_provider=providers.tracer, meter_provider=meter)
-
-    def nothing() -> None:
-        return None
-
-    return [
-        Mode(OFF, nothing, nothing),
-        Mode(TRACES, lambda: instrument(NoOpMeterProvider()), instrumentor.uninstrument),
-        Mode(METRICS, lambda: instrument(providers.meter), instrumentor.uninstrument),
-    ]
 
 
 class CannedProtocol:
@@ -180,37 +129,21 @@ def run(rounds: int) -> tuple[dict[str, Timings], dict[str, int]]:
         for name, size, concurrent, calls in CASES:
             print(f"timing {name} ...", file=sys.stderr, flush=True)
             operation = clients.operation(build_message(size), concurrent)
-            results[name] = interleave(operation, build_modes(providers), rounds, calls)
+            results[name] = interleave(operation, smtp_modes(providers), rounds, calls)
 
         print(f"timing {NO_NETWORK} ...", file=sys.stderr, flush=True)
         canned = canned_client()
         message = build_message(1_000)
         operation = lambda: clients.run(canned.sendmail(SENDER, RECIPIENTS, message))  # noqa: E731
-        results[NO_NETWORK] = interleave(
-            operation, build_modes(providers), rounds, NO_NETWORK_CALLS
-        )
+        results[NO_NETWORK] = interleave(operation, smtp_modes(providers), rounds, NO_NETWORK_CALLS)
 
         print("measuring peak memory ...", file=sys.stderr, flush=True)
         big = clients.operation(build_message(10_000_000), 1)
-        for mode in build_modes(providers):
+        for mode in smtp_modes(providers):
             peaks[mode.name] = peak_memory(big, mode)
         clients.close()
-    providers.tracer.shutdown()
-    providers.meter.shutdown()
+    providers.shutdown()
     return results, peaks
-
-
-def _ms(nanoseconds: float) -> str:
-    return f"{nanoseconds / 1e6:.3f}"
-
-
-def _cpu(timings: Timings) -> str:
-    return " / ".join(f"{timings.median_cpu(mode) / 1e3:.0f}" for mode in (OFF, TRACES, METRICS))
-
-
-def _ratio(timings: Timings, mode: str) -> str:
-    low, high = timings.round_ratio_range(mode, OFF)
-    return f"{timings.ratio(mode, OFF):.3f} ({low:.2f}-{high:.2f})"
 
 
 def report(results: dict[str, Timings], peaks: dict[str, int], rounds: int) -> list[str]:
@@ -226,41 +159,17 @@ def report(results: dict[str, Timings], peaks: dict[str, int], rounds: int) -> l
         "whole batch). Median of every",
         "call; ratio of medians, with the smallest and largest per-round ratio in brackets:",
         "",
-        "| case | off (ms) | traces (ms) | traces / off | traces+metrics (ms) "
-        "| traces+metrics / off | client CPU off / traces / traces+metrics (µs) |",
-        "| --- | --- | --- | --- | --- | --- | --- |",
     ]
-
-    for name, timings in results.items():
-        lines.append(
-            f"| {name} | {_ms(timings.median_wall(OFF))} | {_ms(timings.median_wall(TRACES))} "
-            f"| {_ratio(timings, TRACES)} | {_ms(timings.median_wall(METRICS))} "
-            f"| {_ratio(timings, METRICS)} | {_cpu(timings)} |"
-        )
-
-    lines += ["", "Targets:", ""]
-    for name, target in TARGET_RATIO.items():
-        for mode in (TRACES, METRICS):
-            ratio = results[name].ratio(mode, OFF)
-            verdict = "met" if ratio <= target else "missed"
-            lines.append(f"- {name}, {mode}: {ratio:.3f} (target <= {target}): {verdict}")
-
-    lines += ["", "Peak memory of one 10 MB send (tracemalloc, bytes above the start):", ""]
-    lines += ["| mode | peak | above off | above off / message size |", "| --- | --- | --- | --- |"]
-    for mode, peak in peaks.items():
-        above = peak - peaks[OFF]
-        lines.append(f"| {mode} | {peak:,} | {above:,} | {above / 10_000_000:.4f} |")
+    lines += timing_table(results, "case")
+    lines += target_lines(results)
+    lines += peak_memory_table(peaks, 10_000_000)
     return lines
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument(
-        "--rounds", type=int, default=10, help="rounds of interleaved modes (default 10)"
-    )
-    args = parser.parse_args()
-    results, peaks = run(args.rounds)
-    print("\n".join(report(results, peaks, args.rounds)))
+    rounds = parse_rounds(__doc__.splitlines()[0])
+    results, peaks = run(rounds)
+    print("\n".join(report(results, peaks, rounds)))
 
 
 if __name__ == "__main__":

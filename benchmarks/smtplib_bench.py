@@ -21,55 +21,40 @@ CPU work only), and prints Markdown for docs/benchmarks.md.
 
 from __future__ import annotations
 
-import argparse
 import shlex
 import smtplib
 import sys
-from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 
 import requests
 from opentelemetry.instrumentation.requests import RequestsInstrumentor
-from opentelemetry.metrics import MeterProvider, NoOpMeterProvider
-from opentelemetry.sdk.metrics import MeterProvider as SdkMeterProvider
-from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+from opentelemetry.metrics import MeterProvider
 from opentelemetry.sdk.trace import TracerProvider
-from opentelemetry.sdk.trace.export import BatchSpanProcessor
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _sinks import sink
 from _timing import (
+    METRICS,
+    TRACES,
     Mode,
-    NoOpSpanExporter,
+    Providers,
     Timings,
+    build_message,
+    format_ms,
     interleave,
     machine_description,
+    modes_for,
+    parse_rounds,
     peak_memory,
+    peak_memory_table,
+    smtp_modes,
+    target_lines,
+    timing_table,
 )
-
-from opentelemetry_instrumentation_smtp import SmtpInstrumentor
-
-OFF, TRACES, METRICS = "off", "traces", "traces+metrics"
-MODES = (OFF, TRACES, METRICS)
 
 # Name, size in bytes, and timed calls per mode and round.
 SIZES = (("1 KB", 1_000, 200), ("100 KB", 100_000, 40), ("10 MB", 10_000_000, 3))
-TARGET_RATIO = {"1 KB": 1.05, "10 MB": 1.02}
-
-
-def build_message(size: int) -> bytes:
-    """Build a CRLF message of exactly ``size`` bytes with 78-character body lines."""
-    header = (
-        b"From: bench@example.test\r\nTo: sink@example.test\r\nSubject: benchmark\r\n"
-        b"Message-ID: <bench@example.test>\r\n\r\n"
-    )
-    line = b"x" * 76 + b"\r\n"
-    body_size = size - len(header)
-    body = line * (body_size // len(line))
-    body += b"y" * (body_size - len(body))
-    return header + body
 
 
 class ScriptedSMTP(smtplib.SMTP):
@@ -97,43 +82,6 @@ class ScriptedSMTP(smtplib.SMTP):
             self._last_command = "message"
             return 354, b"End data with <CR><LF>.<CR><LF>"
         return 250, b"2.0.0 Ok: queued as BENCH0001"
-
-
-@dataclass
-class Providers:
-    """The SDK providers shared by every instrumented mode."""
-
-    tracer: TracerProvider
-    meter: SdkMeterProvider
-
-    @classmethod
-    def create(cls) -> Providers:
-        tracer = TracerProvider()
-        tracer.add_span_processor(BatchSpanProcessor(NoOpSpanExporter()))
-        meter = SdkMeterProvider(metric_readers=[InMemoryMetricReader()])
-        return cls(tracer, meter)
-
-
-def modes_for(
-    instrument: Callable[[TracerProvider, MeterProvider], None],
-    uninstrument: Callable[[], None],
-    providers: Providers,
-) -> list[Mode]:
-    nothing: Callable[[], None] = lambda: None  # noqa: E731
-    return [
-        Mode(OFF, nothing, nothing),
-        Mode(TRACES, lambda: instrument(providers.tracer, NoOpMeterProvider()), uninstrument),
-        Mode(METRICS, lambda: instrument(providers.tracer, providers.meter), uninstrument),
-    ]
-
-
-def smtp_modes(providers: Providers) -> list[Mode]:
-    instrumentor = SmtpInstrumentor()
-
-    def instrument(tracer: TracerProvider, meter: MeterProvider) -> None:
-        instrumentor.instrument(tracer_provider=tracer, meter_provider=meter)
-
-    return modes_for(instrument, instrumentor.uninstrument, providers)
 
 
 def http_modes(providers: Providers) -> list[Mode]:
@@ -186,34 +134,8 @@ def run(rounds: int) -> tuple[dict[str, Timings], dict[str, Timings], dict[str, 
         rounds,
         1000,
     )
-    providers.tracer.shutdown()
-    providers.meter.shutdown()
+    providers.shutdown()
     return smtp_results, http_results, peaks
-
-
-def _ms(nanoseconds: float) -> str:
-    return f"{nanoseconds / 1e6:.3f}"
-
-
-def _ratio(timings: Timings, mode: str) -> str:
-    low, high = timings.round_ratio_range(mode, OFF)
-    return f"{timings.ratio(mode, OFF):.3f} ({low:.2f}-{high:.2f})"
-
-
-def timing_table(results: dict[str, Timings]) -> list[str]:
-    lines = [
-        "| size | off (ms) | traces (ms) | traces / off | traces+metrics (ms) "
-        "| traces+metrics / off | client CPU off / traces / traces+metrics (µs) |",
-        "| --- | --- | --- | --- | --- | --- | --- |",
-    ]
-    for name, timings in results.items():
-        cpu = " / ".join(f"{timings.median_cpu(mode) / 1e3:.0f}" for mode in MODES)
-        lines.append(
-            f"| {name} | {_ms(timings.median_wall(OFF))} | {_ms(timings.median_wall(TRACES))} "
-            f"| {_ratio(timings, TRACES)} | {_ms(timings.median_wall(METRICS))} "
-            f"| {_ratio(timings, METRICS)} | {cpu} |"
-        )
-    return lines
 
 
 def report(
@@ -222,44 +144,35 @@ def report(
     command = shlex.join(["python", "benchmarks/smtplib_bench.py", *sys.argv[1:]])
     lines = ["## smtplib", "", f"Command: `{command}` ({rounds} rounds)", "", "Machine:", ""]
     lines += [f"- {line}" for line in machine_description()]
-    lines += ["", "`SMTP.sendmail` over one connection (median of every call; ratio of", ""]
-    lines[-2] += " medians, with the smallest and largest per-round ratio in brackets):"
-    lines += timing_table(smtp)
+    lines += [
+        "",
+        "`SMTP.sendmail` over one connection (median of every call; ratio of medians, "
+        "with the smallest and largest per-round ratio in brackets):",
+        "",
+    ]
+    lines += timing_table(smtp, "size")
     lines += ["", "Reference: opentelemetry-instrumentation-requests, `Session.post` of the"]
     lines += ["same bytes over one keep-alive connection to a loopback HTTP server:", ""]
-    lines += timing_table(http)
-    lines += ["", "Targets:", ""]
-    for name, target in TARGET_RATIO.items():
-        for mode in (TRACES, METRICS):
-            ratio = smtp[name].ratio(mode, OFF)
-            verdict = "met" if ratio <= target else "missed"
-            lines.append(f"- {name}, {mode}: {ratio:.3f} (target <= {target}): {verdict}")
-    size = SIZES[-1][1]
-    lines += ["", "Peak memory of one 10 MB send (tracemalloc, bytes above the start):", ""]
-    lines += ["| mode | peak | above off | above off / message size |", "| --- | --- | --- | --- |"]
-    for mode, peak in peaks.items():
-        above = peak - peaks[OFF]
-        lines.append(f"| {mode} | {peak:,} | {above:,} | {above / size:.4f} |")
+    lines += timing_table(http, "size")
+    lines += target_lines(smtp)
+    lines += peak_memory_table(peaks, SIZES[-1][1])
+
     lines += ["", "## Metrics cost", ""]
     lines += ["| size | traces (ms) | traces+metrics (ms) | difference (µs) | ratio |"]
     lines += ["| --- | --- | --- | --- | --- |"]
     for name, timings in smtp.items():
         traces, metrics = timings.median_wall(TRACES), timings.median_wall(METRICS)
         lines.append(
-            f"| {name} | {_ms(traces)} | {_ms(metrics)} | {(metrics - traces) / 1e3:.1f} "
-            f"| {metrics / traces:.3f} |"
+            f"| {name} | {format_ms(traces)} | {format_ms(metrics)} "
+            f"| {(metrics - traces) / 1e3:.1f} | {metrics / traces:.3f} |"
         )
     return lines
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument(
-        "--rounds", type=int, default=10, help="rounds of interleaved modes (default 10)"
-    )
-    args = parser.parse_args()
-    smtp, http, peaks = run(args.rounds)
-    print("\n".join(report(smtp, http, peaks, args.rounds)))
+    rounds = parse_rounds(__doc__.splitlines()[0])
+    smtp, http, peaks = run(rounds)
+    print("\n".join(report(smtp, http, peaks, rounds)))
 
 
 if __name__ == "__main__":
