@@ -1,10 +1,10 @@
 """Send one real message through instrumented smtplib and print its trace.
 
 Run with ``python -m opentelemetry_instrumentation_smtp.demo`` after installing the
-``demo`` extra. The demo starts an aiosmtpd server on 127.0.0.1 (an ephemeral port),
-sends a message inside a parent span, prints the trace as a tree and the headers as the
-server received them, and exits with status 1 unless the received ``traceparent`` names
-the send span.
+``demo`` extra. The demo starts an aiosmtpd server on 127.0.0.1 (an ephemeral port) and
+sends a message inside a parent span. It prints the trace as a tree and the headers as
+the server received them. It exits with status 1 unless the received ``traceparent``
+names the send span.
 """
 
 from __future__ import annotations
@@ -44,7 +44,7 @@ def _require_demo_extra() -> None:
 
 
 class _Inbox:
-    """An aiosmtpd handler that keeps each received message and answers like Postfix."""
+    """An aiosmtpd handler that keeps each received message and replies like Postfix."""
 
     def __init__(self) -> None:
         self.messages: list[bytes] = []

@@ -160,7 +160,7 @@ class ClientMetrics:
         """Count one RCPT by its outcome.
 
         ``status_code`` is None when the RCPT got no reply, for example because the
-        connection was lost; the recipient then counts as refused without a code.
+        connection was lost. The recipient then counts as refused without a code.
         """
         point: PointAttributes = {
             attrs.SMTP_RECIPIENT_STATUS: RECIPIENT_ACCEPTED if accepted else RECIPIENT_REFUSED

@@ -64,6 +64,7 @@ def build_parser() -> argparse.ArgumentParser:
             "configured from the standard OTEL_* environment variables."
         ),
     )
+
     parser.add_argument(
         "--listen",
         action="append",
@@ -82,6 +83,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--console", action="store_true", help="also print each span to standard output"
     )
+
     policy = parser.add_argument_group("header policies (all off by default)")
     policy.add_argument(
         "--inject-traceparent",
@@ -109,11 +111,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="a domain that counts as internal, with its subdomains; repeatable. A leading "
         "dot, as in Postfix's .example.com, means the same as without",
     )
+
     parser.add_argument(
         "--record-addresses",
         action="store_true",
         help="record envelope addresses on spans and log lines (personal data; off by default)",
     )
+
     limits = parser.add_argument_group("limits")
     limits.add_argument(
         "--idle-timeout",
@@ -158,6 +162,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="close new MTA connections at once while this many are open; each takes one "
         f"file descriptor (default: {DEFAULT_MAX_CONNECTIONS})",
     )
+
     parser.add_argument(
         "--log-level",
         default="INFO",

@@ -1,7 +1,7 @@
 """Sans-IO codec for the milter side of the milter protocol, version 6.
 
-Bytes from the MTA go in through :meth:`MilterCodec.receive_data` and come out as events;
-replies go in through the reply methods and come out as bytes to write. The codec opens
+Bytes from the MTA go in through :meth:`MilterCodec.receive_data` and come out as events.
+Replies go in through the reply methods and come out as bytes to write. The codec opens
 no socket, starts no task and logs nothing, so a server, a test or a fuzzer can drive it.
 It also enforces the order of the conversation: a reply is only encoded while the MTA waits
 for one, and modifications only while it waits for the reply to end of message.
@@ -90,7 +90,7 @@ class MilterCodec:
         self.protocol = ProtocolFlag.NONE
         self.actions = Action.NONE
         self.negotiated = False
-        # Replies the MTA waits for, oldest first: the command each one answers.
+        # Commands whose reply the MTA still waits for, oldest first.
         self._owed: list[Command] = []
         self._update_silent_commands()
 
@@ -169,8 +169,8 @@ class MilterCodec:
                 if command not in self._silent_commands:
                     owed.append(command)
                 elif command is Command.ABORT or command is Command.QUIT:
-                    # The MTA stopped waiting: a late reply would be read as the answer
-                    # to a later command, so none is sent.
+                    # The MTA no longer waits for the owed replies. A late reply would
+                    # be read as the reply to a later command, so none is sent.
                     owed.clear()
                 yield event
         except ProtocolError as error:
@@ -180,7 +180,7 @@ class MilterCodec:
     def receive_data(self, data: bytes) -> list[events.Event]:
         """Append bytes from the MTA and decode every complete frame among them.
 
-        Raises like :meth:`next_event`; the events decoded before the error are then lost,
+        Raises like :meth:`next_event`. The events decoded before the error are then lost,
         so a caller that must act on them uses :meth:`feed` and :meth:`next_event`.
         """
         self.feed(data)
@@ -197,7 +197,7 @@ class MilterCodec:
 
     @property
     def has_partial_frame(self) -> bool:
-        """Whether bytes of an incomplete frame are buffered."""
+        """True while bytes of an incomplete frame are buffered."""
         return len(self._buffer) > self._position
 
     def _update_silent_commands(self) -> None:
@@ -275,11 +275,11 @@ class MilterCodec:
         return self._final_reply(Reply.ACCEPT)
 
     def tempfail(self) -> bytes:
-        """Encode TEMPFAIL: the MTA answers the client with a 4xx reply."""
+        """Encode TEMPFAIL, so the MTA sends the client a 4xx reply."""
         return self._final_reply(Reply.TEMPFAIL)
 
     def reject(self) -> bytes:
-        """Encode REJECT: the MTA answers the client with a 5xx reply."""
+        """Encode REJECT, so the MTA sends the client a 5xx reply."""
         return self._final_reply(Reply.REJECT)
 
     def discard(self) -> bytes:

@@ -11,7 +11,7 @@ DEFAULT_IDLE_TIMEOUT = 600.0
 # Postfix's milter_command_timeout default.
 DEFAULT_FRAME_TIMEOUT = 30.0
 DEFAULT_SHUTDOWN_TIMEOUT = 10.0
-# Each Postfix smtpd or cleanup process holds one connection per milter, and Postfix's
+# Each Postfix smtpd or cleanup process keeps one connection per milter open. Postfix's
 # default_process_limit is 100, so this leaves room for several such services.
 DEFAULT_MAX_CONNECTIONS = 512
 

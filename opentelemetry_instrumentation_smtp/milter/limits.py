@@ -21,7 +21,10 @@ _ACCEPT_FAILED = "socket.accept() out of system resource"
 
 
 class RateLimitedLog:
-    """A warning that is logged at most once per interval, with the count of repeats."""
+    """Warning logger that logs at most once per interval.
+
+    The next warning logged after a quiet interval includes the count of those suppressed.
+    """
 
     def __init__(
         self,
@@ -54,7 +57,7 @@ def raise_open_file_limit() -> int:
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     if resource.RLIM_INFINITY in (soft, hard) or soft >= hard:
         # NOTE: an infinite hard limit is left alone, because Linux rejects an infinite
-        # soft limit for open files; the soft limit then stays as it was.
+        # soft limit for open files. The soft limit then stays as it was.
         return soft
     try:
         resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))

@@ -1,7 +1,7 @@
 """Header policies: which trace header fields the milter adds, changes or removes.
 
 The decision depends only on the message and the configuration, so it is made before the
-span is created and recorded on it; the changes themselves need the span's context. The
+span is created and recorded on it. The changes themselves need the span's context. The
 message body is never changed.
 """
 
@@ -18,7 +18,7 @@ from .trace_headers import TRACEPARENT, TRACESTATE, TraceContextStatus, format_t
 
 
 class PolicyAction(str, enum.Enum):
-    """What a header policy did to a message: the ``smtp.milter.header_action`` value."""
+    """Action a header policy took on a message, recorded as ``smtp.milter.header_action``."""
 
     NONE = "none"
     INSERTED = "inserted"
@@ -30,8 +30,9 @@ class PolicyAction(str, enum.Enum):
 class HeaderChange:
     """One header modification to send at end of message.
 
-    ``occurrence`` is ``None`` for a field added at the end of the header section, else
-    the 1-based occurrence of ``name`` to change; an empty ``value`` deletes that field.
+    ``occurrence`` is ``None`` for a field added at the end of the header section.
+    Otherwise it is the 1-based occurrence of ``name`` to change, and an empty ``value``
+    deletes that field.
     """
 
     name: str
@@ -52,7 +53,7 @@ def recipient_domain(address: str) -> str | None:
 
 
 def is_internal(domain: str | None, internal_domains: Iterable[str]) -> bool:
-    """Whether ``domain`` is one of ``internal_domains`` or a subdomain of one.
+    """Return True if ``domain`` is one of ``internal_domains`` or a subdomain of one.
 
     An address without a domain counts as external, so that trace headers are stripped
     whenever the milter cannot tell where the message goes.

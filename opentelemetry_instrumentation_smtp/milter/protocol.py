@@ -82,7 +82,7 @@ class Action(enum.IntFlag):
 
 
 class ProtocolFlag(enum.IntFlag):
-    """Stages the milter skips or does not answer (``SMFIP_*``), negotiated at start."""
+    """Stages the milter skips or does not reply to (``SMFIP_*``), negotiated at start."""
 
     NONE = 0
     NO_CONNECT = 0x0000_0001

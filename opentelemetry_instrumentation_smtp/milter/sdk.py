@@ -1,12 +1,16 @@
 """Configuration of the OpenTelemetry SDK from the standard ``OTEL_*`` environment variables.
 
-Honoured: ``OTEL_SERVICE_NAME`` and ``OTEL_RESOURCE_ATTRIBUTES`` (resource),
-``OTEL_TRACES_SAMPLER`` and ``OTEL_TRACES_SAMPLER_ARG`` (read by the SDK's
-``TracerProvider``), ``OTEL_TRACES_EXPORTER`` and ``OTEL_METRICS_EXPORTER`` (``otlp``,
-``console``, ``none`` or any installed exporter's entry-point name, comma-separated),
-``OTEL_EXPORTER_OTLP_*`` (read by the exporters), ``OTEL_BSP_MAX_QUEUE_SIZE``,
-``OTEL_BSP_MAX_EXPORT_BATCH_SIZE`` and ``OTEL_BSP_SCHEDULE_DELAY`` (milliseconds), and
-``OTEL_METRIC_EXPORT_INTERVAL`` (read by the metric reader).
+Honoured variables:
+
+- ``OTEL_SERVICE_NAME`` and ``OTEL_RESOURCE_ATTRIBUTES`` (resource);
+- ``OTEL_TRACES_SAMPLER`` and ``OTEL_TRACES_SAMPLER_ARG`` (read by the SDK's
+  ``TracerProvider``);
+- ``OTEL_TRACES_EXPORTER`` and ``OTEL_METRICS_EXPORTER`` (``otlp``, ``console``, ``none``
+  or any installed exporter's entry-point name, comma-separated);
+- ``OTEL_EXPORTER_OTLP_*`` (read by the exporters);
+- ``OTEL_BSP_MAX_QUEUE_SIZE``, ``OTEL_BSP_MAX_EXPORT_BATCH_SIZE`` and
+  ``OTEL_BSP_SCHEDULE_DELAY`` (milliseconds);
+- ``OTEL_METRIC_EXPORT_INTERVAL`` (read by the metric reader).
 """
 
 from __future__ import annotations

@@ -330,7 +330,7 @@ class MilterServer:
                 connection.forget()
 
     def at_capacity(self) -> bool:
-        """Whether ``max_connections`` MTA connections are open."""
+        """Return True when ``max_connections`` or more MTA connections are open."""
         return len(self._connections) >= self.config.max_connections
 
     def reject(self, connection: _Connection) -> None:

@@ -20,8 +20,8 @@ from .state import ConnectionState, MessageState, StageEvent
 from .trace_headers import extract_trace_context
 from .tracing import ERROR_ABORTED, MilterTelemetry, printable
 
-# The milter only observes, so it asks to skip the stages it does not use and to send no
-# reply where the MTA allows that. END_OF_MESSAGE always gets a reply.
+# The milter only observes, so it requests that the MTA skip the stages it does not use,
+# and it sends no reply where the MTA allows that. END_OF_MESSAGE always gets a reply.
 REQUESTED_PROTOCOL = (
     ProtocolFlag.NO_UNKNOWN
     | ProtocolFlag.NO_REPLY_CONNECT
@@ -76,6 +76,7 @@ class MilterSession:
     def __init__(self, config: MilterConfig, telemetry: MilterTelemetry) -> None:
         self._config = config
         self._telemetry = telemetry
+
         actions = Action.NONE
         policy = config.policy
         if policy.inject_traceparent:
@@ -88,11 +89,13 @@ class MilterSession:
             macro_requests=MACRO_REQUESTS,
             max_frame_size=config.max_frame_size,
         )
+
         self.connection = ConnectionState()
         self.message: MessageState | None = None
         self.closed = False
-        # Whether header values arrive with the space after the colon, as negotiated.
+        # True when header values arrive with the space after the colon, as negotiated.
         self._leading_space = False
+
         # One handler per event class, looked up by type. When a handler returns None,
         # the negotiated no-reply flags decide whether CONTINUE is sent.
         self._handlers: dict[type[events.Event], Callable[[Any, int], bytes | None]] = {
@@ -114,7 +117,7 @@ class MilterSession:
 
     @property
     def in_message(self) -> bool:
-        """Whether a message has begun (MAIL FROM) and not yet ended."""
+        """True from MAIL FROM until the message ends."""
         return self.message is not None
 
     def receive_data(self, data: bytes) -> bytes:
@@ -141,8 +144,8 @@ class MilterSession:
             reply = handler(event, time.time_ns())
             if reply is not None:
                 return reply
-        # UnknownCommand needs no bookkeeping. Stages answered with CONTINUE are those
-        # whose no-reply flag the MTA did not offer.
+        # UnknownCommand needs no bookkeeping. A stage gets CONTINUE only when the MTA
+        # did not offer its no-reply flag.
         if self.codec.needs_reply(event):
             return self.codec.continue_()
         return b""
@@ -245,6 +248,7 @@ class MilterSession:
         message.size += len(event.data)
         self._stage(message, "smtp.end_of_message", now, None)
         message.queue_id = self.connection.macros.get("i")
+
         trace_context = message.trace_context or extract_trace_context(message.headers)
         action = decide(
             self._config.policy, message.headers, message.recipients, trace_context.status
@@ -252,12 +256,14 @@ class MilterSession:
         if not self.codec.actions & _ACTION_NEEDED[action]:
             # The MTA did not grant the modification, so the policy cannot apply.
             action = PolicyAction.NONE
+
         recorded = self._telemetry.record_message(
             self.connection, message, trace_context, action, now
         )
         self.message = None
         # ABORT follows in Postfix, but a new MAIL must never see this message's queue id.
         self.connection.macros.clear_message()
+
         replies = []
         if action is not PolicyAction.NONE:
             for change in header_changes(action, message.headers, recorded.span_context):

@@ -1,4 +1,4 @@
-"""What the milter remembers about one MTA connection and the message in progress on it."""
+"""State of one MTA connection and of the message in progress on it."""
 
 from __future__ import annotations
 

@@ -3,7 +3,7 @@
 Header names match in any case. Values are unfolded (a line break followed by a space or
 tab is removed, as RFC 5322 section 2.2.3 describes) and trimmed of white space, CR and
 LF. Of several ``traceparent`` fields, the topmost valid one wins. Several ``tracestate``
-fields are joined with commas, as the W3C Trace Context specification asks for HTTP.
+fields are joined with commas, as the W3C Trace Context specification requires for HTTP.
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ _PROPAGATOR = TraceContextTextMapPropagator()
 
 
 class TraceContextStatus(str, enum.Enum):
-    """Whether the message carried a usable trace context: the ``smtp.trace_context`` value."""
+    """State of the message's trace context, recorded as ``smtp.trace_context``."""
 
     PRESENT = "present"
     ABSENT = "absent"
@@ -75,9 +75,9 @@ def extract_trace_context(headers: Iterable[tuple[str, str]]) -> TraceContextRes
 
 def first_header_value(headers: Iterable[tuple[str, str]], name: str) -> str | None:
     """Return the unfolded value of the topmost field called ``name`` (any case)."""
-    wanted = name.lower()
+    lowered_name = name.lower()
     for header_name, value in headers:
-        if header_name.lower() == wanted:
+        if header_name.lower() == lowered_name:
             return unfold(value)
     return None
 

@@ -61,7 +61,7 @@ _METRIC_ATTRIBUTES: dict[TraceContextStatus, dict[str, str]] = {
 
 @dataclass(frozen=True)
 class RecordedMessage:
-    """What recording a message produced: the span's context and the queue id."""
+    """Result of recording a message: the span's context and the queue id."""
 
     span_context: SpanContext
     queue_id: str | None
@@ -124,7 +124,7 @@ class MilterTelemetry:
     """Spans, metrics and log lines of the milter, shared by all its connections.
 
     ``on_message_done(queue_id, span_context)`` is called once for each message that
-    reached end of message with a known queue id; an exception it raises is logged and
+    reached end of message with a known queue id. An exception it raises is logged and
     otherwise ignored.
     """
 
@@ -234,6 +234,7 @@ class MilterTelemetry:
         }
         if message.data_started:
             attributes[attrs.SMTP_MESSAGE_SIZE] = message.size
+
         client_address = connection.client_address or macros.get("{client_addr}")
         if client_address:
             attributes[CLIENT_ADDRESS] = printable(client_address)
@@ -243,6 +244,7 @@ class MilterTelemetry:
             client_port = parse_port(port_macro)
         if client_port:
             attributes[CLIENT_PORT] = client_port
+
         server_address = macros.get("j")
         if server_address:
             attributes[attrs.SERVER_ADDRESS] = printable(server_address)
@@ -251,12 +253,14 @@ class MilterTelemetry:
             attributes[SMTP_MTA_NAME] = printable(mta_name)
         if mta_version:
             attributes[SMTP_MTA_VERSION] = printable(mta_version)
+
         if connection.helo is not None:
             attributes[SMTP_HELO] = printable(connection.helo)
         if queue_id:
             attributes[attrs.SMTP_QUEUE_ID] = printable(queue_id)
         if message_id:
             attributes[attrs.MESSAGING_MESSAGE_ID] = printable(message_id)
+
         if self._record_addresses:
             attributes[attrs.SMTP_ENVELOPE_FROM] = printable(message.sender)
             attributes[attrs.SMTP_ENVELOPE_TO] = [printable(rcpt) for rcpt in message.recipients]

@@ -186,12 +186,13 @@ class Postfix:
     def _wait_for_listener(self) -> None:
         # Probing the port with a TCP connection would open a milter session, so the
         # check looks for the listening socket in /proc instead.
-        wanted = f"0100007F:{self.smtp_port:04X}"
+        # local_address column of /proc/net/tcp: 127.0.0.1 and the port, in hex.
+        local_address = f"0100007F:{self.smtp_port:04X}"
         deadline = time.monotonic() + _STOP_WAIT_SECONDS
         while time.monotonic() < deadline:
             table = Path("/proc/net/tcp").read_text()
             if any(
-                line.split()[1] == wanted and line.split()[3] == "0A"
+                line.split()[1] == local_address and line.split()[3] == "0A"  # TCP_LISTEN
                 for line in table.splitlines()[1:]
             ):
                 return
