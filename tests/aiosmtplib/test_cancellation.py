@@ -183,9 +183,9 @@ async def test_connect_timeout_span(
 ) -> None:
     # A listening socket that never sends a greeting. The writers are kept, because from
     # Python 3.13 on a garbage-collected StreamWriter closes its connection.
-    held: list[asyncio.StreamWriter] = []
+    open_writers: list[asyncio.StreamWriter] = []
     listener = await asyncio.start_server(
-        lambda reader, writer: held.append(writer), "127.0.0.1", 0
+        lambda reader, writer: open_writers.append(writer), "127.0.0.1", 0
     )
     port = listener.sockets[0].getsockname()[1]
     client = aiosmtplib.SMTP(hostname="127.0.0.1", port=port, timeout=0.3, start_tls=False)
@@ -193,7 +193,7 @@ async def test_connect_timeout_span(
         with pytest.raises(aiosmtplib.SMTPTimeoutError):
             await client.connect()
     finally:
-        for writer in held:
+        for writer in open_writers:
             writer.close()
         listener.close()
         await listener.wait_closed()

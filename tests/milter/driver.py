@@ -1,9 +1,10 @@
 """An MTA-side driver of the milter protocol, for tests and benchmarks.
 
-It speaks protocol version 6 over a real socket the way Postfix does: it offers options,
-sends macros before commands, waits for a reply only where the negotiated flags ask for
-one, and collects the modifications sent at end of message. It is written apart from the
-milter's codec, so that a mistake in the codec does not cancel out in the tests.
+It speaks protocol version 6 over a real socket the way Postfix does. It offers options
+and sends macros before commands. It waits for a reply only where the negotiated flags
+require one, and it collects the modifications sent at end of message. It is written
+apart from the milter's codec, so that a mistake in the codec does not cancel out in the
+tests.
 """
 
 from __future__ import annotations
@@ -55,7 +56,7 @@ class Frame:
 
 @dataclass(frozen=True)
 class Negotiated:
-    """The milter's answer to the option negotiation."""
+    """The milter's reply to the option negotiation."""
 
     version: int
     actions: int
@@ -131,7 +132,7 @@ class MtaDriver:
         return Frame(body[:1], body[1:])
 
     async def closed_by_milter(self) -> bool:
-        """Whether the milter has closed the connection (reads until EOF or a frame)."""
+        """Wait for the milter's next byte or EOF; return True if it closed the connection."""
         try:
             data = await self.reader.read(1)
         except ConnectionError:
@@ -170,7 +171,7 @@ class MtaDriver:
 
     @property
     def leading_space(self) -> bool:
-        """Whether header values go out with the space after the colon."""
+        """True when header values go out with the space after the colon."""
         return self.negotiated is not None and bool(self.negotiated.protocol & LEADING_SPACE)
 
     async def command(

@@ -104,5 +104,5 @@ def test_session_survives_any_frame_order(chunks: list[bytes]) -> None:
         except ProtocolError:
             session.connection_lost("protocol_error")
             return
-        # The session answers every command that waits for a reply before it returns.
+        # Before it returns, the session replies to every command that waits for a reply.
         assert not session.codec.reply_expected()

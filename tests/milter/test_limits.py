@@ -132,6 +132,7 @@ def test_out_of_file_descriptors_logs_once() -> None:
         env=environment,
         text=True,
     )
+
     clients: list[socket.socket] = []
     lines: list[str] = []
     try:
@@ -142,6 +143,7 @@ def test_out_of_file_descriptors_logs_once() -> None:
                 break
         else:
             raise AssertionError(f"the milter did not start: {process.wait()}: {lines}")
+
         # More idle connections than the milter has file descriptors left.
         for _ in range(80):
             clients.append(socket.create_connection(("127.0.0.1", port)))
@@ -149,9 +151,11 @@ def test_out_of_file_descriptors_logs_once() -> None:
             lines.append(line)
             if "cannot accept MTA connections" in line or "Traceback" in line:
                 break
+
         # Further attempts while descriptors are still exhausted.
         for _ in range(40):
             clients.append(socket.create_connection(("127.0.0.1", port)))
+
         process.send_signal(signal.SIGTERM)
         _, rest = process.communicate(timeout=60)
         lines.extend(rest.splitlines(keepends=True))
@@ -161,6 +165,7 @@ def test_out_of_file_descriptors_logs_once() -> None:
         if process.poll() is None:
             process.kill()
             process.wait()
+
     output = "".join(lines)
     assert process.returncode == 0, output
     assert "Traceback" not in output

@@ -200,7 +200,7 @@ async def test_mta_without_no_reply_flags_gets_continue(
     # The driver asserts a CONTINUE after every command that is not exempt.
     await driver.send_message([("Subject", "hi")])
     await driver.quit()
-    # Without the leading-space flag the MTA drops the space after the colon; the size
+    # Without the leading-space flag the MTA drops the space after the colon, so the size
     # counts it back: "Subject: hi\r\n" 13 + blank line 2 + body 8.
     assert telemetry.one_span("smtp receive").attributes["smtp.message.size"] == 23
 
@@ -294,9 +294,11 @@ async def test_addresses_only_when_opted_in(
         [], sender="<alice@example.com>", recipients=["<bob@example.org>", "<carol@example.net>"]
     )
     await driver.quit()
+
     span = telemetry.one_span("smtp receive")
     (log_line,) = [r.getMessage() for r in caplog.records if r.getMessage().startswith("message ")]
     rcpt_events = [event for event in span.events if event.name == "smtp.rcpt"]
+
     if record_addresses:
         assert span.attributes["smtp.envelope.from"] == "<alice@example.com>"
         assert span.attributes["smtp.envelope.to"] == ("<bob@example.org>", "<carol@example.net>")
@@ -312,6 +314,7 @@ async def test_addresses_only_when_opted_in(
         assert "smtp.envelope.to" not in span.attributes
         assert all(not event.attributes for event in rcpt_events)
         assert "@example" not in log_line
+
     context = span.context
     assert context is not None
     assert log_line.startswith(
