@@ -14,9 +14,9 @@ bytes to a loopback HTTP server, in three modes run interleaved:
   exporter that drops the spans, and no meter provider (a no-op meter);
 - ``traces+metrics``: the same plus the SDK's MeterProvider with an in-memory reader.
 
-It then measures the tracemalloc peak of one 10 MB send in each mode, times 1 KB sends
-to a client that gets canned replies instead of talking to a server (the client's own
-CPU work only), and prints Markdown for docs/benchmarks.md.
+It then measures the tracemalloc peak of one 10 MB send in each mode. It also times 1 KB
+sends to a client that gets canned replies instead of talking to a server, which leaves
+only the client's own CPU work. It prints Markdown for docs/benchmarks.md.
 """
 
 from __future__ import annotations
