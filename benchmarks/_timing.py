@@ -159,8 +159,10 @@ def machine_description() -> list[str]:
         if key.strip() in fields:
             lines.append(f"{key.strip()}: {value.strip()}")
     lines.append(f"OS: {platform.platform()}")
-    one, five, _ = os.getloadavg()
-    lines.append(f"Load average at the end of the run: {one:.2f} (1 min), {five:.2f} (5 min)")
+    one_minute, five_minutes, _ = os.getloadavg()
+    lines.append(
+        f"Load average at the end of the run: {one_minute:.2f} (1 min), {five_minutes:.2f} (5 min)"
+    )
     lines.append(f"Python: {platform.python_implementation()} {platform.python_version()}")
     return lines
 
