@@ -9,6 +9,7 @@ from dataclasses import dataclass
 
 import pytest
 import trustme
+from hypothesis import settings
 from opentelemetry import trace
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader
@@ -18,6 +19,12 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 
 from opentelemetry_instrumentation_smtp import SmtpInstrumentor
 from tests.smtpserver import RecordingServer
+
+# Hypothesis' default deadline of 200 ms per example fails tests on a loaded 2-core CI
+# machine for reasons unrelated to the code, so no deadline applies; print_blob lets a
+# real failure be reproduced with @reproduce_failure.
+settings.register_profile("project", deadline=None, print_blob=True)
+settings.load_profile("project")
 
 
 @dataclass
