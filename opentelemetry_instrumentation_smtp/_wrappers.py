@@ -17,21 +17,19 @@ Handler = Callable[[Any, tuple[Any, ...], dict[str, Any]], "Call | None"]
 Wrapper = Callable[[Callable[..., Any], Any, tuple[Any, ...], dict[str, Any]], Any]
 
 
-def _plan(
-    handler: Handler, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
-) -> Call | None:
-    return guarded(
-        f"preparing {getattr(handler, '__name__', 'a call')}", handler, instance, args, kwargs
-    )
+def _site(handler: Handler) -> str:
+    """Name the handler in diagnostics, computed once per wrapper rather than per call."""
+    return f"preparing {getattr(handler, '__name__', 'a call')}"
 
 
 def sync_wrapper(handler: Handler) -> Wrapper:
     """Build a ``wrapt`` wrapper for a blocking method."""
+    site = _site(handler)
 
     def wrapper(
         wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
     ) -> Any:
-        call = _plan(handler, instance, args, kwargs)
+        call = guarded(site, handler, instance, args, kwargs)
         if call is None:
             return wrapped(*args, **kwargs)
         with call:
@@ -43,6 +41,7 @@ def sync_wrapper(handler: Handler) -> Wrapper:
 
 def async_wrapper(handler: Handler) -> Wrapper:
     """Build a ``wrapt`` wrapper for a coroutine method."""
+    site = _site(handler)
 
     async def wrapper(
         wrapped: Callable[..., Awaitable[Any]],
@@ -50,7 +49,7 @@ def async_wrapper(handler: Handler) -> Wrapper:
         args: tuple[Any, ...],
         kwargs: dict[str, Any],
     ) -> Any:
-        call = _plan(handler, instance, args, kwargs)
+        call = guarded(site, handler, instance, args, kwargs)
         if call is None:
             return await wrapped(*args, **kwargs)
         with call:
