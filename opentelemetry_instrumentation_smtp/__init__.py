@@ -26,6 +26,7 @@ from opentelemetry.trace import get_tracer
 
 from opentelemetry_instrumentation_smtp import _aiosmtplib, _smtplib
 from opentelemetry_instrumentation_smtp.calls import end_open_transactions
+from opentelemetry_instrumentation_smtp.invocation import set_instrumented
 from opentelemetry_instrumentation_smtp.metrics import ClientMetrics
 from opentelemetry_instrumentation_smtp.package import _instruments, _supports_metrics
 from opentelemetry_instrumentation_smtp.settings import (
@@ -83,10 +84,12 @@ class SmtpInstrumentor(BaseInstrumentor):  # type: ignore[misc]
         metrics = ClientMetrics.from_provider(kwargs.get("meter_provider"))
         settings = build_settings(tracer, metrics, **kwargs)
         self._settings = settings
+        set_instrumented(True)
         _smtplib.instrument_smtplib(settings)
         self._aiosmtplib_wrapped = _aiosmtplib.instrument_aiosmtplib(settings)
 
     def _uninstrument(self, **kwargs: Any) -> None:
+        set_instrumented(False)
         for cls, name in _smtplib.WRAPPED_METHODS:
             unwrap(cls, name)
         if self._aiosmtplib_wrapped:

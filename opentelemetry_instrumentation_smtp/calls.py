@@ -170,6 +170,16 @@ class Handlers:
         if transaction is None:
             return None
         recipient = self._rcpt.get(args, kwargs)
+
+        def failed(exception: BaseException) -> None:
+            reply = self.dialect.reply_from_exception(exception)
+            transaction.on_rcpt_reply(recipient, reply)
+            if reply is None and transaction.owner == "mail":
+                # No reply means the connection failed (timeout, disconnect), which ends
+                # a hand-driven transaction as surely as a failed DATA does.
+                _forget_open(client, transaction)
+                transaction.end(exception=exception)
+
         # The transaction is made active for the call, so that a close() that the library
         # makes on a failure (a timeout, a lost connection) does not abort it before the
         # failure is recorded.
@@ -180,9 +190,7 @@ class Handlers:
             on_success=lambda result: transaction.on_rcpt_reply(
                 recipient, self.dialect.reply_from_result(result)
             ),
-            on_error=lambda exc: transaction.on_rcpt_reply(
-                recipient, self.dialect.reply_from_exception(exc)
-            ),
+            on_error=failed,
         )
 
     def data(self, client: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Call | None:
@@ -212,7 +220,10 @@ class Handlers:
 
     def reset(self, client: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Call | None:
         """Handle RSET, QUIT and close, which end a hand-driven transaction still open."""
-        if active_transaction(client) is None:
+        if active_transaction(client) is not None:
+            return None
+        open_transaction = _open_transaction(client)
+        if open_transaction is None or open_transaction.calls_in_flight == 0:
             guarded("ending an open transaction", _close_open, client)
         return None
 
@@ -294,7 +305,9 @@ def _grow_size_option(options: Any, transaction: Transaction) -> list[Any] | Non
     In a hand-driven transaction the message is known only at DATA, after MAIL has
     declared its size, so the declared size grows by the expected length of the lines.
     """
-    if not options or isinstance(options, (str, bytes)):
+    # Only lists and tuples are read: iterating a generator here would use it up before
+    # the library sends MAIL.
+    if not options or not isinstance(options, (list, tuple)):
         return None
     grown: list[Any] = list(options)
     for index, option in enumerate(grown):
@@ -309,7 +322,7 @@ def _grow_size_option(options: Any, transaction: Transaction) -> list[Any] | Non
 
 
 def _declared_size(options: Any) -> int | None:
-    if not options or isinstance(options, (str, bytes)):
+    if not options or not isinstance(options, (list, tuple)):
         return None
     for option in options:
         if isinstance(option, str) and option[:5].lower() == "size=" and option[5:].isdigit():

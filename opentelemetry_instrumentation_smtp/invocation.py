@@ -88,6 +88,7 @@ class Call:
     def __enter__(self) -> Call:
         if self._transaction is not None:
             self._token = _ACTIVE.set(self._transaction)
+            self._transaction.calls_in_flight += 1
         if self._context is not None:
             self._context_token = otel_context.attach(self._context)
         return self
@@ -99,6 +100,8 @@ class Call:
         if self._token is not None:
             _ACTIVE.reset(self._token)
             self._token = None
+        if self._transaction is not None:
+            self._transaction.calls_in_flight -= 1
         if exception is not None and self._on_error is not None:
             guarded("recording a failed call", self._on_error, exception)
 
@@ -108,9 +111,23 @@ class Call:
         return result
 
 
+# False after uninstrument(): a wrapped method that a caller bound before then (for
+# example ``send = client.sendmail``) still runs the wrapper, which must then do nothing.
+_instrumented = False
+
+
+def set_instrumented(instrumented: bool) -> None:
+    global _instrumented  # noqa: PLW0603 - one switch for every wrapper of the process
+    _instrumented = instrumented
+
+
 def tracing_enabled() -> bool:
-    """Tell whether calls in this context are traced (not suppressed, not a diagnostic)."""
-    return is_instrumentation_enabled() and not is_reporting()
+    """Tell whether calls in this context are traced.
+
+    They are not after ``uninstrument()``, inside ``suppress_instrumentation()``, or while a
+    diagnostic is being logged.
+    """
+    return _instrumented and is_instrumentation_enabled() and not is_reporting()
 
 
 def active_transaction(client: Any) -> Transaction | None:

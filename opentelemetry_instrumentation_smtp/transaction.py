@@ -102,6 +102,10 @@ class Transaction:
         # "mail" (a hand-driven mail/rcpt/data sequence).
         self.owner = owner
         self.payload_prepared = False
+        # Wrapped calls of this transaction that are running now. A close() that arrives
+        # meanwhile from a callback (aiosmtplib's connection_lost) must not end the
+        # transaction before the running call records its own failure.
+        self.calls_in_flight = 0
         self.ended = False
         self.recipients = 0
         self.rejected = 0
