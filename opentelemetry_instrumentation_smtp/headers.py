@@ -80,9 +80,13 @@ class HeaderSummary:
 def _as_bytes(payload: str | bytes) -> bytes:
     if isinstance(payload, bytes):
         return payload
-    # Only the header section is inspected, and it must be ASCII to be valid mail; any
-    # other character is replaced so that inspection never raises.
-    return payload.encode("ascii", errors="replace")
+    # Only the header section is inspected, so only it is encoded, not a large body.
+    # It must be ASCII to be valid mail, and any other character is replaced so that
+    # inspection never raises. Replacement keeps one byte per character, so the
+    # positions in the bytes match those in the str.
+    ends = [pos for pos in (payload.find("\r\n\r\n"), payload.find("\n\n")) if pos >= 0]
+    cut = min(ends) + 4 if ends else len(payload)
+    return payload[:cut].encode("ascii", errors="replace")
 
 
 def _header_section(data: bytes) -> bytes:

@@ -21,7 +21,7 @@ from opentelemetry_instrumentation_smtp import SmtpInstrumentor
 from tests.smtpserver import RecordingServer
 
 # Hypothesis' default deadline of 200 ms per example fails tests on a loaded 2-core CI
-# machine for reasons unrelated to the code, so no deadline applies; print_blob lets a
+# machine for reasons unrelated to the code, so no deadline applies. print_blob lets a
 # real failure be reproduced with @reproduce_failure.
 settings.register_profile("project", deadline=None, print_blob=True)
 settings.load_profile("project")

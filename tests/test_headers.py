@@ -127,3 +127,16 @@ def test_redaction_keeps_surrounding_punctuation() -> None:
     text = str({"b@example.com": (550, b"5.1.1 <b@example.com> no such user")})
     assert redact_addresses(text) == "{'<redacted>': (550, b'5.1.1 <redacted> no such user')}"
     assert redact_addresses("['x@example.com', 'y@example.com']") == "['<redacted>', '<redacted>']"
+
+
+def test_summary_of_str_matches_bytes() -> None:
+    for payload in [
+        "Subject: x\r\nMessage-ID: <a@b>\r\n\r\nbody traceparent: no\r\n" + "y" * 5000,
+        "Subject: x\n\ncaf\u00e9 body\n",
+        "Subject: caf\u00e9\r\ntraceparent: " + TP + "\r\n\r\nb",
+        "Subject: no blank line",
+        "\r\nbody only",
+    ]:
+        assert headers.summarize(payload) == headers.summarize(
+            payload.encode("ascii", errors="replace")
+        )
